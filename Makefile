@@ -1,0 +1,37 @@
+# hfrnn: `make help` lists the targets. Each target sets up what it needs on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+TORCH   := torch==2.13.0
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: help install demo test test-slow bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: a bare torch requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install hfrnn with its test dependencies
+
+demo: $(STAMP)  ## a real HF run: addition, T=30, on the CPU (a few minutes)
+	$(BIN)/hfrnn train task=addition T=30 optimizer=hf seed=0 device=cpu
+
+test: $(STAMP)  ## the test suite (minutes on 2 cores; slow tests excluded)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  ## only the slow tests
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)  ## curvature-product benchmark (not a test)
+	$(BIN)/python benchmarks/bench_products.py
+
+clean:  ## remove the virtual environment (outputs/ is kept)
+	rm -rf $(VENV)

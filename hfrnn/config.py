@@ -1,0 +1,140 @@
+"""Dataclass schemas for the Hydra configs, registered with the ConfigStore.
+
+The YAML files in ``configs/`` fill these schemas; because every node is typed, a misspelt key or
+a wrong type fails at start with Hydra's own message, before any work. Values that Hydra cannot
+check (ranges, choices) are checked by :func:`validate`, which raises :class:`ConfigError` with a
+one-line message.
+
+The optimiser schemas live in the core (``hfrnn.optim``) as plain dataclasses; the YAML of each
+optimiser names its schema in its defaults list (``hf_schema``, ``sgd_schema``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from .optim.hessian_free import HFOptions
+from .optim.sgd import SGDOptions
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """An impossible configuration value (reported in one line, no traceback)."""
+
+
+@dataclass
+class TaskConfig:
+    """``task.*``: the problem and its variants (``specs/tasks.md``); ``T`` is top-level."""
+
+    name: str = MISSING
+    variable_length: Optional[bool] = None
+    shared_length: bool = False
+    addition_target: str = "sum"
+    sentinel: bool = False
+    loss_every_step: bool = True
+    total_length_is_T: bool = False
+    test_size: int = 10000
+    success_threshold: float = 0.01
+    options: Dict[str, Any] = field(default_factory=dict)  # natural tasks' own options
+
+
+@dataclass
+class ModelConfig:
+    """``model.*``: architecture and initialisation (``hidden`` is top-level)."""
+
+    name: str = "rnn"
+    n_nonzero: int = 15
+    input_scale: float = 0.25
+    init_scale: float = 1.0
+
+
+@dataclass
+class BudgetConfig:
+    """``budget.*``: when a run gives up (the paper: 50,000 minibatches)."""
+
+    max_minibatches: float = 50000.0
+    max_wall_s: Optional[float] = None
+    max_iterations: Optional[int] = None
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*``: test evaluation at least every ``every_minibatches`` of work."""
+
+    every_minibatches: float = 50.0
+    chunk: int = 2000
+
+
+@dataclass
+class DataConfig:
+    """``data.*``: where a natural task's HDF5 file is."""
+
+    path: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    """The composed ``hfrnn train`` config."""
+
+    defaults: List[Any] = field(default_factory=lambda: [
+        {"task": "addition"}, {"model": "rnn"}, {"optimizer": "hf"}, "_self_"])
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: Any = MISSING
+    T: int = 30
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    hidden: int = 100
+    threads: int = 1
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint_every: int = 10
+    log_every: int = 1
+
+
+def register() -> None:
+    """Register the schemas (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="optimizer", name="hf_schema", node=HFOptions)
+    cs.store(group="optimizer", name="sgd_schema", node=SGDOptions)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check values Hydra's types cannot; raise :class:`ConfigError` naming the key."""
+    if cfg.T < 2:
+        raise ConfigError(f"T must be >= 2, got T={cfg.T}")
+    if cfg.hidden < 1:
+        raise ConfigError(f"hidden must be >= 1, got hidden={cfg.hidden}")
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got device={cfg.device}")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got dtype={cfg.dtype}")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise ConfigError(f"seed must be in [0, 2**32), got seed={cfg.seed}")
+    if cfg.threads < 0:
+        raise ConfigError(f"threads must be >= 0 (0 = PyTorch's default), got threads={cfg.threads}")
+    if cfg.budget.max_minibatches <= 0:
+        raise ConfigError(f"budget.max_minibatches must be > 0, got {cfg.budget.max_minibatches}")
+    opt = cfg.optimizer
+    if isinstance(opt, HFOptions):
+        if opt.curvature not in ("fast", "generic"):
+            raise ConfigError(f"optimizer.curvature must be fast or generic, got {opt.curvature}")
+        if opt.rho not in ("damped", "undamped"):
+            raise ConfigError(f"optimizer.rho must be damped or undamped, got {opt.rho}")
+        if opt.damping.initial <= 0:
+            raise ConfigError(f"optimizer.damping.initial must be > 0, got {opt.damping.initial}")
+        if min(opt.batch.gradient, opt.batch.curvature, opt.batch.chunk, opt.cg.max_iters) < 1:
+            raise ConfigError("optimizer.batch.* and optimizer.cg.max_iters must be >= 1")
+    elif isinstance(opt, SGDOptions):
+        if opt.lr <= 0 or opt.batch_size < 1:
+            raise ConfigError(f"optimizer.lr must be > 0 and batch_size >= 1 (got {opt.lr}, {opt.batch_size})")

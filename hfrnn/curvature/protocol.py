@@ -1,0 +1,93 @@
+"""The curvature-product protocol: all that the optimizers know about a model.
+
+HF needs, for a flat parameter vector ``theta`` ``[N]``:
+
+* the objective ``f(theta)`` on a batch (forward only) and its gradient;
+* after :meth:`CurvatureBackend.prepare` on a fixed curvature batch, products
+  ``(G + w G_S) v`` with the Gauss-Newton matrix (paper eq. 7)
+
+      G   = (1/n) sum_{t,b} J_{s,theta}^T (L o g)'' J_{s,theta}
+      G_S = (1/n) sum_{t,b} J_{t,theta}^T (D o e)'' J_{t,theta}
+
+  where ``s`` are output pre-activations, ``t`` hidden pre-activations, ``n`` the number of
+  scored steps, and ``w = lambda * mu`` the structural-damping weight (section 3.2).
+
+Tikhonov damping ``lambda I`` is not part of the product: CG's matvec adds it.
+
+Losses are normalised by ``norm`` (default: the batch's scored-step count); when a large batch is
+processed in chunks the caller passes the whole batch's count so the chunks add up.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from ..linalg.params import ParamLayout
+from ..tasks.base import Batch
+
+
+class CurvatureBackend(Protocol):
+    """Objective, gradient and Gauss-Newton products for one model and loss."""
+
+    layout: ParamLayout
+
+    def loss(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
+        """Mean loss over scored steps (or ``sum / norm``)."""
+        ...
+
+    def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
+        """The loss and its gradient ``[N]``."""
+        ...
+
+    def prepare(self, theta: Tensor, batch: Batch) -> float:
+        """Fix the curvature batch and point; run and cache its forward pass. Returns its loss."""
+        ...
+
+    def product(self, v: Tensor, structural_weight: float) -> Tensor:
+        """``(G + structural_weight * G_S) v`` ``[N]`` at the prepared point and batch."""
+        ...
+
+
+def valid_steps(mask: Tensor) -> Tensor:
+    """``[T, B]`` 1 at every step up to each sequence's last scored step, else 0.
+
+    Structural damping penalises changes of the hidden states that can reach the loss; steps past
+    a padded sequence's end cannot, so they are left out.
+    """
+    return (mask.flip(0).cumsum(0).flip(0) > 0).to(mask.dtype)
+
+
+def structural_hessian(h: Tensor, mask: Tensor, norm: float | Tensor, scale: float) -> Tensor:
+    """Diagonal of ``(D o e)''`` at the hidden pre-activations, ``[T, B, H]``, normalised.
+
+    For tanh units the distance D is the matching loss of tanh read as a rescaled logistic,
+    ``h = 2 sigma(2t) - 1``: the cross-entropy between ``sigma(2t)`` and its value at
+    ``theta_n``, whose second derivative in ``t`` is ``1 - h^2``. ``scale`` multiplies it
+    (0.25 gives the released 2011 code's ``0.25 (1 - h^2)``).
+    """
+    return (scale / norm) * (1 - h * h) * valid_steps(mask).unsqueeze(-1)
+
+
+def scored_count(batch: Batch) -> float:
+    """Number of scored steps, the loss normaliser (at least 1 to avoid 0/0)."""
+    return max(float(batch.mask.sum()), 1.0)
+
+
+def chunked_loss_and_grad(backend: CurvatureBackend, theta: Tensor, batch: Batch,
+                          chunk: int) -> tuple[float, Tensor]:
+    """Loss and gradient of a large batch, ``chunk`` sequences at a time (bounded memory)."""
+    norm = scored_count(batch)
+    total, grad = 0.0, torch.zeros_like(theta)
+    for part in batch.split(chunk):
+        f, g = backend.loss_and_grad(theta, part, norm)
+        total += f
+        grad += g
+    return total, grad
+
+
+def chunked_loss(backend: CurvatureBackend, theta: Tensor, batch: Batch, chunk: int) -> float:
+    """Loss of a large batch, ``chunk`` sequences at a time."""
+    norm = scored_count(batch)
+    return sum(backend.loss(theta, part, norm) for part in batch.split(chunk))

@@ -1,0 +1,130 @@
+"""Fast curvature products for the tanh RNN: Pearlmutter's R-operator and hand-written BPTT.
+
+One forward pass over the curvature batch caches ``h`` ``[T, B, H]`` and ``d = 1 - h^2``; every
+product ``(G + w G_S) v`` then costs one R-forward and one backward pass (section 3.1):
+
+R-forward (the directional derivative of eq. 1-3 along ``v = (V_hx, V_hh, v_bh, v_init, V_yh, v_by)``)::
+
+    R t_i = V_hx x_i + v_bh + V_hh h_{i-1} + W_hh R h_{i-1}    (v_init instead of V_hh h_0)
+    R h_i = d_i * R t_i
+    R s_i = V_yh h_i + v_by + W_yh R h_i
+
+Backward (BPTT) with output error ``e_s = (L o g)'' R s`` and, for structural damping, the extra
+hidden error ``e_t = w (D o e)'' R t`` added at every step's pre-activations (section 3.2)::
+
+    dt_i = (W_yh^T e_s_i + W_hh^T dt_{i+1}) * d_i + e_t_i
+
+All terms that do not go through the recurrence are batched into single matrix products outside
+the time loop, so the loop holds one ``addmm`` and one elementwise product per step.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import losses
+from ..linalg.params import ParamLayout
+from ..models.rnn import unroll
+from ..tasks.base import Batch
+from .protocol import scored_count, structural_hessian
+
+
+def bptt(p: dict[str, Tensor], x: Tensor, h: Tensor, d: Tensor, e_s: Tensor,
+         e_t: Tensor | None, layout: ParamLayout) -> Tensor:
+    """Backpropagate output errors through time; returns the flat parameter gradient ``[N]``.
+
+    Args:
+        p: parameters by name. x: inputs ``[T, B, n]``. h, d: cached ``tanh(t)`` and ``1 - h^2``.
+        e_s: error at the output pre-activations ``[T, B, K]``.
+        e_t: extra error added at the hidden pre-activations ``[T, B, H]`` (or None).
+    """
+    T, B, H = h.shape
+    K = e_s.shape[-1]
+    e_s2 = e_s.reshape(T * B, K)
+    dh_out = (e_s2 @ p["W_yh"]).view(T, B, H)  # every step's output error at once
+    dt = torch.empty_like(h)
+    W_hh = p["W_hh"]
+    torch.mul(dh_out[T - 1], d[T - 1], out=dt[T - 1])
+    if e_t is not None:
+        dt[T - 1] += e_t[T - 1]
+    for i in range(T - 2, -1, -1):
+        torch.addmm(dh_out[i], dt[i + 1], W_hh, out=dt[i])
+        dt[i] *= d[i]
+        if e_t is not None:
+            dt[i] += e_t[i]
+    out = torch.empty(layout.numel, dtype=h.dtype, device=h.device)
+    g = layout.unflatten(out)
+    dt2, h2 = dt.view(T * B, H), h.view(T * B, H)
+    torch.mm(e_s2.t(), h2, out=g["W_yh"])
+    torch.sum(e_s2, 0, out=g["b_y"])
+    torch.mm(dt2.t(), x.reshape(T * B, -1), out=g["W_hx"])
+    torch.sum(dt2, 0, out=g["b_h"])
+    torch.mm(dt[1:].reshape(-1, H).t(), h[:-1].reshape(-1, H), out=g["W_hh"])
+    torch.sum(dt[0], 0, out=g["b_init"])
+    return out
+
+
+def r_forward(p: dict[str, Tensor], v: dict[str, Tensor], x: Tensor, h: Tensor,
+              d: Tensor) -> tuple[Tensor, Tensor]:
+    """The R-operator forward pass: ``(R s [T, B, K], R t [T, B, H])`` along direction ``v``."""
+    T, B, H = h.shape
+    Rt = torch.addmm(v["b_h"], x.reshape(T * B, -1), v["W_hx"].t()).view(T, B, H)
+    if T > 1:
+        Rt[1:] += (h[:-1].reshape(-1, H) @ v["W_hh"].t()).view(T - 1, B, H)
+    Rt[0] += v["b_init"]
+    Rh = torch.empty_like(Rt)
+    W_hh_t = p["W_hh"].t()
+    torch.mul(Rt[0], d[0], out=Rh[0])
+    for i in range(1, T):
+        Rt[i].addmm_(Rh[i - 1], W_hh_t)
+        torch.mul(Rt[i], d[i], out=Rh[i])
+    Rs = torch.addmm(v["b_y"], h.view(T * B, H), v["W_yh"].t())
+    Rs.addmm_(Rh.view(T * B, H), p["W_yh"].t())
+    return Rs.view(T, B, -1), Rt
+
+
+class RNNFastCurvature:
+    """:class:`~hfrnn.curvature.protocol.CurvatureBackend` for :class:`hfrnn.models.rnn.RNN`.
+
+    Args:
+        layout: the RNN's parameter layout.
+        loss_kind: ``squared`` | ``logistic`` | ``softmax``.
+        structural_scale: factor on ``(D o e)'' = 1 - h^2`` (see ``structural_hessian``).
+    """
+
+    def __init__(self, layout: ParamLayout, loss_kind: str, structural_scale: float = 1.0) -> None:
+        self.layout = layout
+        self.loss_kind = loss_kind
+        self.structural_scale = structural_scale
+        self._cache: tuple | None = None
+
+    def loss(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
+        s, _, _ = unroll(self.layout.unflatten(theta), batch.inputs)
+        return float(losses.loss(self.loss_kind, s, batch.targets, batch.mask,
+                                 scored_count(batch) if norm is None else norm))
+
+    def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
+        norm = scored_count(batch) if norm is None else norm
+        p = self.layout.unflatten(theta)
+        s, _, h = unroll(p, batch.inputs)
+        f = losses.loss(self.loss_kind, s, batch.targets, batch.mask, norm)
+        e_s = losses.grad_s(self.loss_kind, s, batch.targets, batch.mask, norm)
+        return float(f), bptt(p, batch.inputs, h, 1 - h * h, e_s, None, self.layout)
+
+    def prepare(self, theta: Tensor, batch: Batch) -> float:
+        norm = scored_count(batch)
+        p = self.layout.unflatten(theta.detach().clone())
+        s, _, h = unroll(p, batch.inputs)
+        d = 1 - h * h
+        s_hess = structural_hessian(h, batch.mask, norm, self.structural_scale)
+        self._cache = (p, batch, norm, s, h, d, s_hess)
+        return float(losses.loss(self.loss_kind, s, batch.targets, batch.mask, norm))
+
+    def product(self, v: Tensor, structural_weight: float) -> Tensor:
+        if self._cache is None:
+            raise RuntimeError("prepare() must be called before product()")
+        p, batch, norm, s, h, d, s_hess = self._cache
+        Rs, Rt = r_forward(p, self.layout.unflatten(v), batch.inputs, h, d)
+        e_s = losses.hessian_vp(self.loss_kind, s, Rs, batch.mask, norm)
+        e_t = Rt.mul_(s_hess).mul_(structural_weight) if structural_weight else None
+        return bptt(p, batch.inputs, h, d, e_s, e_t, self.layout)

@@ -1,0 +1,77 @@
+"""Matched output non-linearity + loss pairs, each owning its output-space curvature.
+
+Paper eq. 4 and section 3.1: the network emits output pre-activations ``s``; the prediction is
+``g(s)``; the loss ``L(g(s); y)`` is convex in ``s`` when ``g`` matches ``L`` (Schraudolph 2002),
+so the Gauss-Newton matrix ``J^T (L o g)'' J`` is positive semi-definite.
+
+Every function takes ``s`` ``[T, B, K]``, targets ``y`` ``[T, B, K]`` and a ``mask`` ``[T, B]``,
+and normalises by ``norm`` (the number of scored steps, ``sum(mask)``, unless given), so the loss
+is the mean over scored steps (``specs/tasks.md``).
+
+=========  ==========  =============================  =====================================
+name       g(s)        L per step                     (L o g)'' applied to a vector u
+=========  ==========  =============================  =====================================
+squared    s           1/2 |s - y|^2                  u
+logistic   sigmoid(s)  -sum y log p + (1-y) log(1-p)  p (1 - p) u
+softmax    softmax(s)  -sum y log p                   p * u - p (p . u)
+=========  ==========  =============================  =====================================
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOSSES = ("squared", "logistic", "softmax")
+
+
+def _check(kind: str) -> None:
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
+
+
+def per_step_loss(kind: str, s: Tensor, y: Tensor) -> Tensor:
+    """Unmasked loss at every step, ``[T, B]``."""
+    _check(kind)
+    if kind == "squared":
+        return 0.5 * (s - y).pow(2).sum(-1)
+    if kind == "logistic":
+        return F.binary_cross_entropy_with_logits(s, y, reduction="none").sum(-1)
+    return -(y * F.log_softmax(s, dim=-1)).sum(-1)
+
+
+def loss(kind: str, s: Tensor, y: Tensor, mask: Tensor, norm: float | Tensor | None = None) -> Tensor:
+    """Mean loss over scored steps: ``sum(mask * l) / norm`` (scalar)."""
+    if norm is None:
+        norm = mask.sum()
+    return (per_step_loss(kind, s, y) * mask).sum() / norm
+
+
+def predict(kind: str, s: Tensor) -> Tensor:
+    """The prediction ``g(s)``, ``[T, B, K]``."""
+    _check(kind)
+    if kind == "squared":
+        return s
+    if kind == "logistic":
+        return torch.sigmoid(s)
+    return torch.softmax(s, dim=-1)
+
+
+def grad_s(kind: str, s: Tensor, y: Tensor, mask: Tensor, norm: float | Tensor) -> Tensor:
+    """``dL/ds`` ``[T, B, K]``: for all three matched pairs it is ``(g(s) - y) * mask / norm``."""
+    return (predict(kind, s) - y) * (mask / norm).unsqueeze(-1)
+
+
+def hessian_vp(kind: str, s: Tensor, u: Tensor, mask: Tensor, norm: float | Tensor) -> Tensor:
+    """``(L o g)'' u`` at ``s`` for a perturbation ``u`` ``[T, B, K]`` of the pre-activations.
+
+    The Hessian is block-diagonal over (t, b); the mask and normaliser enter linearly.
+    """
+    _check(kind)
+    w = (mask / norm).unsqueeze(-1)
+    if kind == "squared":
+        return u * w
+    p = predict(kind, s)
+    if kind == "logistic":
+        return p * (1 - p) * u * w
+    return (p * u - p * (p * u).sum(-1, keepdim=True)) * w

@@ -1,0 +1,81 @@
+"""Stochastic gradient descent through time: the paper's baseline.
+
+    v <- momentum * v - lr * clip(g)
+    theta <- theta + v
+
+with ``clip(g) = g * min(1, clip / |g|)`` (gradient-norm clipping; 0 disables it) and the
+gradient computed by BPTT on a fresh batch of ``batch_size`` sequences each step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..curvature.protocol import CurvatureBackend
+from ..tasks.base import Batch
+
+SEQUENCES_PER_MINIBATCH = 1000
+
+
+@dataclass
+class SGDOptions:
+    """``optimizer=sgd``: learning rate, momentum, clipping, batch size, L2 weight cost."""
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    clip: float = 1.0
+    batch_size: int = 100
+    weight_cost: float = 0.0
+    max_rejections: int = 20
+
+
+@dataclass
+class SGDStepInfo:
+    loss_before: float
+    grad_norm: float
+    accepted: bool
+    reason: str
+    minibatches: float
+    forward_evals: float = 0.0
+
+
+class SGD:
+    """Momentum SGD over a flat parameter vector (in place)."""
+
+    def __init__(self, theta: Tensor, backend: CurvatureBackend, opts: SGDOptions) -> None:
+        self.theta = theta
+        self.backend = backend
+        self.opts = opts
+        self.velocity = torch.zeros_like(theta)
+        self.consecutive_rejections = 0
+
+    def step(self, sample: Callable[[int], Batch]) -> SGDStepInfo:
+        o = self.opts
+        batch = sample(o.batch_size)
+        f, g = self.backend.loss_and_grad(self.theta, batch)
+        if o.weight_cost:
+            f += 0.5 * o.weight_cost * float(self.theta @ self.theta)
+            g = g + o.weight_cost * self.theta
+        norm = float(g.norm())
+        mb = batch.size / SEQUENCES_PER_MINIBATCH
+        if not (math.isfinite(f) and math.isfinite(norm)):
+            self.consecutive_rejections += 1
+            return SGDStepInfo(f, norm, False, "non_finite_gradient", mb)
+        if o.clip > 0 and norm > o.clip:
+            g = g * (o.clip / norm)
+        self.velocity.mul_(o.momentum).add_(g, alpha=-o.lr)
+        self.theta.add_(self.velocity)
+        self.consecutive_rejections = 0
+        return SGDStepInfo(f, norm, True, "ok", mb)
+
+    def state_dict(self) -> dict:
+        return {"velocity": self.velocity.clone(), "consecutive_rejections": self.consecutive_rejections}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.velocity.copy_(state["velocity"])
+        self.consecutive_rejections = int(state["consecutive_rejections"])

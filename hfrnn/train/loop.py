@@ -1,0 +1,164 @@
+"""The training loop: read top to bottom.
+
+Work is counted in the paper's unit (one minibatch = 1,000 sequences through a gradient or a
+curvature product; forward-only evaluations separately). The loop stops when the test error rate
+falls below the success threshold (``solved``), when the budget is spent (``budget_exhausted``),
+after too many consecutive rejected steps (``diverged``), on SIGINT/SIGTERM (``interrupted``) or
+on an exception (``error``). Every outcome writes ``result.json`` atomically and a checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..config import TrainConfig
+from ..linalg.params import ParamLayout
+from ..models.rnn import RNN, unroll
+from ..optim.hessian_free import HessianFree, hf_info_dict
+from ..tasks.base import Task
+from .build import make_backend, make_model, make_optimizer, make_task, resolve_device
+from .evaluate import evaluate
+from .records import MetricsWriter, save_checkpoint_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl-C does
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def outputs_fn(model: torch.nn.Module, layout: ParamLayout):
+    """``(theta, x) -> s`` for evaluation."""
+    if isinstance(model, RNN):
+        return lambda theta, x: unroll(layout.unflatten(theta), x)[0]
+    from torch.func import functional_call
+    return lambda theta, x: functional_call(model, layout.unflatten(theta), (x,))[0]
+
+
+def machine_info(device: torch.device) -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": str(device),
+            "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+
+
+def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
+    """Train one run in ``run_dir``; returns the result record (also written to ``result.json``)."""
+    run_dir = Path(run_dir)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device, dtype = resolve_device(cfg.device), DTYPES[cfg.dtype]
+    task = make_task(cfg)
+    model = make_model(cfg, task).to(device=device, dtype=dtype)
+    layout = ParamLayout.of(dict(model.named_parameters()))
+    theta = layout.flatten({k: v.detach() for k, v in model.named_parameters()}).clone()
+    backend = make_backend(cfg, model, task)
+    opt = make_optimizer(cfg, theta, backend, task)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    test = task.test_set().to(device, dtype)
+    forward = outputs_fn(model, layout)
+    threshold = cfg.task.success_threshold
+    log.info("task=%s T=%d model=%s(%d params) optimizer=%s device=%s dtype=%s threads=%d",
+             task.name, cfg.T, cfg.model.name, layout.numel, cfg.optimizer.name, device, cfg.dtype,
+             torch.get_num_threads())
+
+    def sample(n: int):
+        return task.sample(n, data_gen).to(device, dtype)
+
+    counters = {"iteration": 0, "minibatches": 0.0, "forward_evals": 0.0, "wall_s": 0.0,
+                "last_eval_minibatches": -math.inf}
+    metrics = MetricsWriter(run_dir / "metrics.jsonl")
+    last_test: dict = {}
+    status, message = "budget_exhausted", ""
+    t_start = time.monotonic()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def checkpoint() -> None:
+        save_checkpoint_atomic(run_dir / "checkpoint.pt", {
+            "theta": theta.detach().cpu(), "optimizer": opt.state_dict(), "counters": dict(counters),
+            "data_rng": data_gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "config": resolved_config, "version": __version__})
+
+    try:
+        while True:
+            b = cfg.budget
+            if counters["minibatches"] >= b.max_minibatches:
+                break
+            if b.max_iterations is not None and counters["iteration"] >= b.max_iterations:
+                break
+            if b.max_wall_s is not None and counters["wall_s"] >= b.max_wall_s:
+                break
+            info = opt.step(sample)
+            counters["iteration"] += 1
+            counters["minibatches"] += info.minibatches
+            counters["forward_evals"] += info.forward_evals
+            rec = {"iteration": counters["iteration"]}
+            if isinstance(opt, HessianFree):
+                rec.update(hf_info_dict(info))
+                rec["train_loss"] = info.loss_after
+            else:
+                rec.update(train_loss=info.loss_before, grad_norm=info.grad_norm, accepted=info.accepted,
+                           reason=info.reason)
+            due = counters["minibatches"] - counters["last_eval_minibatches"] >= cfg.eval.every_minibatches
+            if due:
+                last_test = evaluate(forward, theta, task, test, cfg.eval.chunk)
+                counters["forward_evals"] += test.size / 1000
+                counters["last_eval_minibatches"] = counters["minibatches"]
+                rec.update(last_test)
+            counters["wall_s"] = time.monotonic() - t_start
+            rec.update(minibatches=counters["minibatches"], forward_evals=counters["forward_evals"],
+                       wall_s=round(counters["wall_s"], 3))
+            metrics.write(rec)
+            if due or (cfg.log_every and counters["iteration"] % cfg.log_every == 0):
+                log.info("it %d  loss %.4g  test_err %s  minibatches %.0f  %.0fs%s", counters["iteration"],
+                         rec["train_loss"], f"{last_test.get('test_error_rate', float('nan')):.4f}",
+                         counters["minibatches"], counters["wall_s"],
+                         f"  lambda {rec['lambda']:.3g} rho {rec['rho']} cg {rec['cg_iters']}"
+                         if "lambda" in rec else "")
+            if due and task.has_success_rule and last_test["test_error_rate"] < threshold:
+                status = "solved"
+                break
+            if opt.consecutive_rejections >= cfg.optimizer.max_rejections:
+                status, message = "diverged", f"{opt.consecutive_rejections} consecutive rejected steps"
+                log.error("run diverged: %s", message)
+                break
+            if cfg.checkpoint_every and counters["iteration"] % cfg.checkpoint_every == 0:
+                checkpoint()
+    except (KeyboardInterrupt, _Interrupted) as e:
+        status, message = "interrupted", f"interrupted ({type(e).__name__} {e})".strip()
+        log.warning("run interrupted; writing checkpoint and result")
+    except Exception as e:  # recorded, then re-raised so the exit code says so
+        status, message = "error", f"{type(e).__name__}: {e}"
+        log.exception("run failed")
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        metrics.close()
+    counters["wall_s"] = time.monotonic() - t_start
+    if status in ("budget_exhausted", "interrupted") and not last_test:
+        last_test = evaluate(forward, theta, task, test, cfg.eval.chunk)
+    checkpoint()
+    result = {
+        "task": task.name, "T": cfg.T, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
+        "seed": cfg.seed, "status": status, "success": status == "solved", "message": message,
+        "iterations": counters["iteration"], "minibatches": counters["minibatches"],
+        "forward_evals": counters["forward_evals"], "wall_s": round(counters["wall_s"], 3),
+        "n_params": layout.numel, **last_test,
+        "hfrnn_version": __version__, "machine": machine_info(device), "config": resolved_config,
+    }
+    write_json_atomic(run_dir / "result.json", result)
+    log.info("result: %s after %.0f minibatches, %.0f s -> %s", status, counters["minibatches"],
+             counters["wall_s"], run_dir / "result.json")
+    return result

@@ -1,0 +1,111 @@
+"""Config composition, clear errors for bad input, and real `hfrnn train` subprocess runs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from hfrnn.cli import CONFIG_DIR
+from hfrnn.config import ConfigError, register, validate
+from hfrnn.optim.hessian_free import HFOptions
+from hfrnn.optim.sgd import SGDOptions
+
+TASKS = sorted(p.stem for p in Path(CONFIG_DIR, "task").glob("*.yaml"))
+MODELS = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))
+OPTIMIZERS = sorted(p.stem for p in Path(CONFIG_DIR, "optimizer").glob("*.yaml"))
+RESULT_KEYS = {"task", "T", "model", "optimizer", "seed", "status", "success", "minibatches", "forward_evals",
+               "wall_s", "hfrnn_version", "config", "iterations", "test_error_rate", "test_loss"}
+
+
+def _compose(overrides):
+    register()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_all_pathological_tasks_have_configs():
+    from hfrnn.tasks.pathological import PATHOLOGICAL_TASKS
+    assert set(PATHOLOGICAL_TASKS) <= set(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_combination_composes(task, model, optimizer):
+    cfg = OmegaConf.to_object(_compose([f"task={task}", f"model={model}", f"optimizer={optimizer}"]))
+    validate(cfg)
+    assert cfg.task.name == task and cfg.optimizer.name == optimizer
+    assert isinstance(cfg.optimizer, SGDOptions if optimizer == "sgd" else HFOptions)
+
+
+def test_hf_presets():
+    hf = OmegaConf.to_object(_compose(["optimizer=hf"])).optimizer
+    nosd = OmegaConf.to_object(_compose(["optimizer=hf_nosd"])).optimizer
+    assert hf.structural.enabled and hf.structural.mu == 0.03 and hf.damping.initial == 0.1
+    assert not nosd.structural.enabled and nosd.damping.initial == 0.3
+    assert hf.batch.gradient == 10000 and hf.batch.curvature == 1000 and hf.cg.max_iters == 300
+
+
+@pytest.mark.parametrize("bad", ["optimizer.cg.max_itrs=3", "T=abc", "budget.max_minibatchs=5", "task=adition",
+                                 "hidden=1.5"])
+def test_bad_keys_and_types_fail_in_hydra(bad):
+    with pytest.raises(Exception) as e:
+        OmegaConf.to_object(_compose([bad]))
+    assert type(e.value).__name__ in ("ConfigCompositionException", "ValidationError", "ConfigKeyError",
+                                      "MissingConfigException")
+
+
+@pytest.mark.parametrize("bad,word", [("T=1", "T must be"), ("hidden=0", "hidden must be"),
+                                      ("device=tpu", "device must be"), ("optimizer.curvature=slow", "curvature")])
+def test_bad_values_fail_with_one_line(bad, word):
+    with pytest.raises(ConfigError, match=word):
+        validate(OmegaConf.to_object(_compose([bad])))
+
+
+def _run(args, cwd, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "hfrnn.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+TINY = ["T=12", "hidden=8", "task.test_size=200", "optimizer.batch.gradient=200", "optimizer.batch.curvature=100",
+        "optimizer.cg.max_iters=10", "budget.max_iterations=2"]
+
+
+def test_train_subprocess_writes_result(tmp_path):
+    out = tmp_path / "run"
+    p = _run(["train", "task=addition", *TINY, f"hydra.run.dir={out}"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((out / "result.json").read_text())
+    assert RESULT_KEYS <= set(res)
+    assert res["status"] == "budget_exhausted" and res["iterations"] == 2 and res["success"] is False
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    for key in ("iteration", "minibatches", "forward_evals", "wall_s", "train_loss", "lambda", "rho", "cg_iters",
+                "cg_chosen_iter", "step_size", "accepted", "loss_before", "loss_after"):
+        assert key in lines[0], key
+    assert (out / "checkpoint.pt").exists() and (out / ".hydra" / "config.yaml").exists()
+
+
+def test_bad_value_is_one_line_error(tmp_path):
+    p = _run(["train", "T=1", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path)
+    assert p.returncode == 2 and "T must be >= 2" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_unknown_command(tmp_path):
+    p = _run(["frobnicate"], tmp_path)
+    assert p.returncode == 2 and "try: train" in p.stderr
+
+
+def test_multirun_two_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = _run(["train", "-m", "task=addition,xor", "optimizer=sgd", "T=12", "hidden=8", "task.test_size=200",
+              "budget.max_iterations=3", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    results = sorted(sweep.glob("*/result.json"))
+    assert len(results) == 2
+    assert {json.loads(r.read_text())["task"] for r in results} == {"addition", "xor"}

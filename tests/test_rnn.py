@@ -1,0 +1,61 @@
+"""The RNN forward pass against a direct loop over the paper's equations 1-4."""
+import torch
+
+from hfrnn.models.rnn import RNN, sparse_init, unroll
+
+
+def naive(model: RNN, x: torch.Tensor):
+    """Equations 1-4 one sequence and one step at a time, b_h^init in place of W_hh h_0."""
+    T, B, _ = x.shape
+    s_all = torch.zeros(T, B, model.W_yh.shape[0], dtype=x.dtype)
+    t_all = torch.zeros(T, B, model.W_hh.shape[0], dtype=x.dtype)
+    for b in range(B):
+        h = None
+        for i in range(T):
+            rec = model.b_init if h is None else model.W_hh @ h
+            t = model.W_hx @ x[i, b] + rec + model.b_h
+            h = torch.tanh(t)
+            t_all[i, b], s_all[i, b] = t, model.W_yh @ h + model.b_y
+    return s_all, t_all
+
+
+def test_forward_matches_equations():
+    g = torch.Generator().manual_seed(0)
+    m = RNN(3, 7, 2, generator=g).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+        x = torch.randn(6, 4, 3, generator=g, dtype=torch.float64)
+        s, t = m(x)
+        s_ref, t_ref = naive(m, x)
+        s2, t2, h2 = unroll(dict(m.named_parameters()), x)
+    assert torch.allclose(s, s_ref, atol=1e-12) and torch.allclose(t, t_ref, atol=1e-12)
+    assert torch.allclose(s2, s_ref, atol=1e-12) and torch.allclose(h2, torch.tanh(t_ref), atol=1e-12)
+
+
+def test_autograd_gradient_matches_finite_differences():
+    g = torch.Generator().manual_seed(1)
+    m = RNN(2, 5, 1, generator=g).double()
+    x = torch.randn(5, 3, 2, generator=g, dtype=torch.float64)
+    params = list(m.parameters())
+    loss = lambda: m(x)[0].pow(2).sum()
+    grads = torch.autograd.grad(loss(), params)
+    for p, gp in zip(params, grads):
+        for idx in [(0,) * p.dim(), tuple(s - 1 for s in p.shape)]:
+            with torch.no_grad():
+                p[idx] += 1e-6
+                fp = loss().item()
+                p[idx] -= 2e-6
+                fm = loss().item()
+                p[idx] += 1e-6
+            assert abs((fp - fm) / 2e-6 - gp[idx].item()) < 1e-6
+
+
+def test_sparse_init_and_input_scale():
+    g = torch.Generator().manual_seed(2)
+    w = sparse_init(100, 100, 15, g)
+    assert ((w != 0).sum(1) == 15).all()
+    assert 0.7 < w[w != 0].std().item() * 15 ** 0.5 < 1.3
+    m = RNN(2, 100, 1, generator=torch.Generator().manual_seed(3))
+    assert ((m.W_hx != 0).sum(1) == 2).all()  # fan-in 2 < 15: every input weight non-zero
+    assert m.W_hx.abs().max() < 0.25 * 5 and torch.count_nonzero(m.b_init) == 0
