@@ -125,7 +125,10 @@ def test_beat_framing_ignores_tempo(tmp_path):
     assert frames_on(r, 60) == [0, 1] and frames_on(r, 62) == [2]
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage" * 20, b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff"])
+TRUNCATED_HEADER = b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff"
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 20, TRUNCATED_HEADER])
 def test_corrupt_file_raises_data_error(tmp_path, content):
     p = tmp_path / "bad.mid"
     p.write_bytes(content)

@@ -135,12 +135,14 @@ def test_end_to_end_on_built_fixtures(tmp_path):
     t = make_natural_task("bouncing_balls", 8, str(p))
     b = t.sample(5, g)
     assert b.inputs.shape == (7, 5, 225) and t.test_set().inputs.shape == (7, 3, 225)
-    p = write_sequence_set(tmp_path / "m.h5", midi.build(MidiConfig(source=str(make_midi_folder(tmp_path / "m")))))
+    src = make_midi_folder(tmp_path / "m")
+    p = write_sequence_set(tmp_path / "m.h5", midi.build(MidiConfig(source=str(src))))
     t = make_natural_task("midi", 20, str(p))
     b = t.sample(5, g)
     assert b.inputs.shape == (19, 5, 128) and set(b.inputs.unique().tolist()) <= {0.0, 1.0}
     assert t.test_set().mask.sum() == 2 * 39  # two 40-frame test tunes
-    p = write_sequence_set(tmp_path / "s.h5", speech.build(SpeechConfig(source=str(make_fsdd(tmp_path / "f")))))
+    src = make_fsdd(tmp_path / "f")
+    p = write_sequence_set(tmp_path / "s.h5", speech.build(SpeechConfig(source=str(src))))
     t = make_natural_task("speech", 10, str(p))
     assert t.info["mode"] == "stream" and t.sample(3, g).inputs.shape == (9, 3, 39)
     with pytest.raises(DataError):  # FSDD has no valid split by default

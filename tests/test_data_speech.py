@@ -92,7 +92,7 @@ def test_build_streams(tmp_path):
     assert len(clips.splits["train"]) == 2 * 2 * 2 and len(clips.splits["test"]) == 2 * 2 * 5
     ann = [i for i, n in enumerate(clips.splits["train"].names) if "_ann_" in n]
     assert [clips.splits["train"].names[i] for i in ann] == [
-        "recordings/0_ann_5.wav", "recordings/1_ann_5.wav", "recordings/0_ann_6.wav", "recordings/1_ann_6.wav"]
+        f"recordings/{d}_ann_{i}.wav" for i in (5, 6) for d in (0, 1)]
     np.testing.assert_array_equal(
         np.concatenate([clips.splits["train"].sequence(i) for i in ann]), ds.splits["train"].sequence(0))
 

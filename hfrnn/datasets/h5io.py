@@ -131,7 +131,8 @@ def write_sequence_set(path: str | os.PathLike, ds: SequenceSet, overwrite: bool
     """Write ``ds`` to ``path`` via a temporary file and an atomic rename."""
     path = check_writable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Same folder (so the rename is atomic), same suffix (so `data/*.h5` ignore rules cover it).
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     str_dt = h5py.string_dtype()
     try:
         with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:

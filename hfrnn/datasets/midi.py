@@ -167,6 +167,10 @@ def build(cfg: MidiConfig) -> SequenceSet:
     src = Path(cfg.source)
     if src.is_file():
         from hfrnn.datasets.pianoroll_sets import build_set
+        defaults = MidiConfig()
+        if (cfg.framing, cfg.frame_s, cfg.frame_beats) != (defaults.framing, defaults.frame_s,
+                                                           defaults.frame_beats):
+            log.warning("%s is a piano-roll set: its frames are given; framing options are ignored", src)
         return build_set(src, cfg, dataset_name(src))
     if not src.is_dir() or not all((src / s).is_dir() for s in SPLITS):
         raise DataError(f"midi source {src} must be a folder with train/, valid/ and test/ "

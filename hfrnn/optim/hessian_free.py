@@ -223,11 +223,13 @@ class HessianFree:
 
     # -- state (for checkpoints) ---------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"damping": self.damping, "warm": self.warm, "consecutive_rejections": self.consecutive_rejections}
+        warm = None if self.warm is None else self.warm.detach().cpu().clone()
+        return {"damping": self.damping, "warm": warm, "consecutive_rejections": self.consecutive_rejections}
 
     def load_state_dict(self, state: dict) -> None:
         self.damping = float(state["damping"])
-        self.warm = state["warm"]
+        warm = state["warm"]
+        self.warm = None if warm is None else warm.to(device=self.theta.device, dtype=torch.float64)
         self.consecutive_rejections = int(state["consecutive_rejections"])
 
 

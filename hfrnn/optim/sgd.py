@@ -74,7 +74,7 @@ class SGD:
         return SGDStepInfo(f, norm, True, "ok", mb)
 
     def state_dict(self) -> dict:
-        return {"velocity": self.velocity.clone(), "consecutive_rejections": self.consecutive_rejections}
+        return {"velocity": self.velocity.detach().cpu().clone(), "consecutive_rejections": self.consecutive_rejections}
 
     def load_state_dict(self, state: dict) -> None:
         self.velocity.copy_(state["velocity"])

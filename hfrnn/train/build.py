@@ -6,17 +6,22 @@ changing the data stream never changes the initial network and vice versa.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..config import ConfigError, TrainConfig
 from ..curvature.generic import GenericCurvature
 from ..curvature.rnn_fast import RNNFastCurvature
 from ..linalg.params import ParamLayout
+from ..models.lstm import LSTM
 from ..models.rnn import RNN
+from ..optim.adam import Adam, AdamOptions
 from ..optim.hessian_free import HessianFree, HFOptions
 from ..optim.sgd import SGD, SGDOptions
 from ..tasks.base import Task
 
+log = logging.getLogger(__name__)
 INIT_SEED_OFFSET = 2 ** 33
 TASK_KEYS = ("variable_length", "shared_length", "addition_target", "sentinel", "loss_every_step",
              "total_length_is_T", "test_size")
@@ -43,9 +48,7 @@ def make_task(cfg: TrainConfig) -> Task:
         from ..tasks.natural import make_natural_task
     except ImportError:  # pragma: no cover - natural tasks not installed
         raise ConfigError(f"unknown task {t.name!r}") from None
-    if cfg.data.path is None:
-        raise ConfigError(f"task={t.name} needs data.path=<file.h5> (build it with `hfrnn data {t.name}`)")
-    try:
+    try:  # data.path defaults to the file `hfrnn data` writes for the task
         return make_natural_task(t.name, cfg.T, cfg.data.path, **dict(t.options))
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -57,7 +60,12 @@ def make_model(cfg: TrainConfig, task: Task) -> torch.nn.Module:
     if m.name == "rnn":
         return RNN(task.n_in, cfg.hidden, task.n_out, n_nonzero=m.n_nonzero, input_scale=m.input_scale,
                    init_scale=m.init_scale, generator=g)
-    raise ConfigError(f"unknown model {m.name!r}; available: rnn")
+    if m.name == "lstm":
+        log.info("model=lstm: %d blocks x %d cells; hidden=%d is ignored (it sizes the RNN only)",
+                 m.blocks, m.cells_per_block, cfg.hidden)
+        return LSTM(task.n_in, task.n_out, blocks=m.blocks, cells_per_block=m.cells_per_block,
+                    forget_bias=m.forget_bias, peepholes=m.peepholes, init_scale=m.init_scale, generator=g)
+    raise ConfigError(f"unknown model {m.name!r}; available: rnn, lstm")
 
 
 def make_backend(cfg: TrainConfig, model: torch.nn.Module, task: Task):
@@ -80,4 +88,6 @@ def make_optimizer(cfg: TrainConfig, theta: torch.Tensor, backend, task: Task):
         return HessianFree(theta, backend, opt, initial_damping(opt, task, cfg.T))
     if isinstance(opt, SGDOptions):
         return SGD(theta, backend, opt)
+    if isinstance(opt, AdamOptions):
+        return Adam(theta, backend, opt)
     raise ConfigError(f"unknown optimizer config {type(opt).__name__}")

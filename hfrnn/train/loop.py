@@ -26,7 +26,8 @@ from ..optim.hessian_free import HessianFree, hf_info_dict
 from ..tasks.base import Task
 from .build import make_backend, make_model, make_optimizer, make_task, resolve_device
 from .evaluate import evaluate
-from .records import MetricsWriter, save_checkpoint_atomic, write_json_atomic
+from . import checkpoint as ckpt
+from .records import MetricsWriter, write_json_atomic
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -56,7 +57,17 @@ def machine_info(device: torch.device) -> dict:
 
 
 def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
-    """Train one run in ``run_dir``; returns the result record (also written to ``result.json``)."""
+    """Train one run in ``run_dir`` (or continue ``cfg.resume``); returns the result record.
+
+    The record is also written to ``result.json``; a checkpoint is written every
+    ``checkpoint_every`` iterations and at the end, whatever the outcome.
+    """
+    saved = None
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        saved = ckpt.load(run_dir)
+        ckpt.check_compatible(saved["config"], resolved_config)
+        log.info("resuming %s at iteration %d", run_dir, saved["counters"]["iteration"])
     run_dir = Path(run_dir)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -68,6 +79,16 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     backend = make_backend(cfg, model, task)
     opt = make_optimizer(cfg, theta, backend, task)
     data_gen = torch.Generator().manual_seed(cfg.seed)
+    counters = {"iteration": 0, "minibatches": 0.0, "forward_evals": 0.0, "wall_s": 0.0,
+                "last_eval_minibatches": -math.inf}
+    last_test: dict = {}
+    if saved is not None:
+        theta.copy_(saved["theta"])
+        opt.load_state_dict(saved["optimizer"])
+        counters.update(saved["counters"])
+        last_test = dict(saved["last_test"])
+        data_gen.set_state(saved["data_rng"])
+        torch.set_rng_state(saved["torch_rng"])
     test = task.test_set().to(device, dtype)
     forward = outputs_fn(model, layout)
     threshold = cfg.task.success_threshold
@@ -78,20 +99,18 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     def sample(n: int):
         return task.sample(n, data_gen).to(device, dtype)
 
-    counters = {"iteration": 0, "minibatches": 0.0, "forward_evals": 0.0, "wall_s": 0.0,
-                "last_eval_minibatches": -math.inf}
-    metrics = MetricsWriter(run_dir / "metrics.jsonl")
-    last_test: dict = {}
+    def state_now() -> dict:
+        return ckpt.Snapshot(theta, opt, counters, last_test, data_gen).state
+
+    def write_checkpoint(state: dict) -> None:
+        ckpt.save(run_dir, {**state, "config": resolved_config, "version": __version__})
+
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", truncate_after=counters["iteration"])
     status, message = "budget_exhausted", ""
+    wall_before = counters["wall_s"]
     t_start = time.monotonic()
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    def checkpoint() -> None:
-        save_checkpoint_atomic(run_dir / "checkpoint.pt", {
-            "theta": theta.detach().cpu(), "optimizer": opt.state_dict(), "counters": dict(counters),
-            "data_rng": data_gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "config": resolved_config, "version": __version__})
-
+    snapshot = state_now()
     try:
         while True:
             b = cfg.budget
@@ -101,10 +120,12 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                 break
             if b.max_wall_s is not None and counters["wall_s"] >= b.max_wall_s:
                 break
+            snapshot = state_now()  # what an interruption during this iteration falls back to
             info = opt.step(sample)
             counters["iteration"] += 1
             counters["minibatches"] += info.minibatches
             counters["forward_evals"] += info.forward_evals
+            counters["rejected_steps"] = counters.get("rejected_steps", 0) + (not info.accepted)
             rec = {"iteration": counters["iteration"]}
             if isinstance(opt, HessianFree):
                 rec.update(hf_info_dict(info))
@@ -118,9 +139,9 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                 counters["forward_evals"] += test.size / 1000
                 counters["last_eval_minibatches"] = counters["minibatches"]
                 rec.update(last_test)
-            counters["wall_s"] = time.monotonic() - t_start
+            counters["wall_s"] = wall_before + time.monotonic() - t_start
             rec.update(minibatches=counters["minibatches"], forward_evals=counters["forward_evals"],
-                       wall_s=round(counters["wall_s"], 3))
+                       rejected_steps=counters["rejected_steps"], wall_s=round(counters["wall_s"], 3))
             metrics.write(rec)
             if due or (cfg.log_every and counters["iteration"] % cfg.log_every == 0):
                 log.info("it %d  loss %.4g  test_err %s  minibatches %.0f  %.0fs%s", counters["iteration"],
@@ -136,26 +157,31 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                 log.error("run diverged: %s", message)
                 break
             if cfg.checkpoint_every and counters["iteration"] % cfg.checkpoint_every == 0:
-                checkpoint()
+                write_checkpoint(state_now())
+        final_state = state_now()
     except (KeyboardInterrupt, _Interrupted) as e:
-        status, message = "interrupted", f"interrupted ({type(e).__name__} {e})".strip()
-        log.warning("run interrupted; writing checkpoint and result")
-    except Exception as e:  # recorded, then re-raised so the exit code says so
+        status, message = "interrupted", f"interrupted by {type(e).__name__} {e}".strip()
+        log.warning("run interrupted: the unfinished iteration is dropped; checkpoint and result written")
+        final_state = snapshot
+    except Exception as e:  # recorded, then reported through the exit status
         status, message = "error", f"{type(e).__name__}: {e}"
         log.exception("run failed")
+        final_state = snapshot
     finally:
         signal.signal(signal.SIGTERM, old_term)
         metrics.close()
-    counters["wall_s"] = time.monotonic() - t_start
-    if status in ("budget_exhausted", "interrupted") and not last_test:
-        last_test = evaluate(forward, theta, task, test, cfg.eval.chunk)
-    checkpoint()
+    counters = dict(final_state["counters"], wall_s=wall_before + time.monotonic() - t_start)
+    last_test = final_state["last_test"]
+    final_state["counters"] = counters
+    if not last_test and status != "error":
+        last_test = evaluate(forward, final_state["theta"].to(device, dtype), task, test, cfg.eval.chunk)
+    write_checkpoint(final_state)
     result = {
         "task": task.name, "T": cfg.T, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
         "seed": cfg.seed, "status": status, "success": status == "solved", "message": message,
         "iterations": counters["iteration"], "minibatches": counters["minibatches"],
-        "forward_evals": counters["forward_evals"], "wall_s": round(counters["wall_s"], 3),
-        "n_params": layout.numel, **last_test,
+        "forward_evals": counters["forward_evals"], "rejected_steps": counters.get("rejected_steps", 0),
+        "wall_s": round(counters["wall_s"], 3), "n_params": layout.numel, **last_test,
         "hfrnn_version": __version__, "machine": machine_info(device), "config": resolved_config,
     }
     write_json_atomic(run_dir / "result.json", result)
