@@ -6,7 +6,7 @@ check (ranges, choices) are checked by :func:`validate`, which raises :class:`Co
 one-line message.
 
 The optimiser schemas live in the core (``hfrnn.optim``) as plain dataclasses; the YAML of each
-optimiser names its schema in its defaults list (``hf_schema``, ``sgd_schema``).
+optimiser names its schema in its defaults list (``hf_schema``, ``sgd_schema``, ``adam_schema``).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .optim.adam import AdamOptions
 from .optim.hessian_free import HFOptions
 from .optim.sgd import SGDOptions
 
@@ -45,12 +46,21 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    """``model.*``: architecture and initialisation (``hidden`` is top-level)."""
+    """``model.*``: architecture and initialisation (``hidden`` is top-level, read by the RNN only).
+
+    ``n_nonzero`` and ``input_scale`` apply to ``rnn``; ``blocks``, ``cells_per_block``,
+    ``forget_bias`` and ``peepholes`` to ``lstm`` (:class:`hfrnn.models.lstm.LSTM`);
+    ``init_scale`` to both (the RNN's factor on its sparse weights, the LSTM's uniform range).
+    """
 
     name: str = "rnn"
     n_nonzero: int = 15
     input_scale: float = 0.25
     init_scale: float = 1.0
+    blocks: int = 30
+    cells_per_block: int = 10
+    forget_bias: float = 1.0
+    peepholes: bool = False
 
 
 @dataclass
@@ -97,6 +107,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint_every: int = 10
     log_every: int = 1
+    resume: Optional[str] = None
 
 
 def register() -> None:
@@ -107,6 +118,7 @@ def register() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="optimizer", name="hf_schema", node=HFOptions)
     cs.store(group="optimizer", name="sgd_schema", node=SGDOptions)
+    cs.store(group="optimizer", name="adam_schema", node=AdamOptions)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -125,6 +137,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"threads must be >= 0 (0 = PyTorch's default), got threads={cfg.threads}")
     if cfg.budget.max_minibatches <= 0:
         raise ConfigError(f"budget.max_minibatches must be > 0, got {cfg.budget.max_minibatches}")
+    m = cfg.model
+    if m.name == "lstm" and min(m.blocks, m.cells_per_block) < 1:
+        raise ConfigError(f"model.blocks and model.cells_per_block must be >= 1, got {m.blocks}, {m.cells_per_block}")
+    if m.init_scale <= 0:
+        raise ConfigError(f"model.init_scale must be > 0, got {m.init_scale}")
     opt = cfg.optimizer
     if isinstance(opt, HFOptions):
         if opt.curvature not in ("fast", "generic"):
@@ -138,3 +155,10 @@ def validate(cfg: TrainConfig) -> None:
     elif isinstance(opt, SGDOptions):
         if opt.lr <= 0 or opt.batch_size < 1:
             raise ConfigError(f"optimizer.lr must be > 0 and batch_size >= 1 (got {opt.lr}, {opt.batch_size})")
+    elif isinstance(opt, AdamOptions):
+        if opt.lr <= 0 or opt.batch_size < 1:
+            raise ConfigError(f"optimizer.lr must be > 0 and batch_size >= 1 (got {opt.lr}, {opt.batch_size})")
+        if not (0 <= opt.beta1 < 1 and 0 <= opt.beta2 < 1):
+            raise ConfigError(f"optimizer.beta1 and optimizer.beta2 must be in [0, 1), got {opt.beta1}, {opt.beta2}")
+        if opt.eps <= 0 or opt.clip < 0:
+            raise ConfigError(f"optimizer.eps must be > 0 and optimizer.clip >= 0 (got {opt.eps}, {opt.clip})")

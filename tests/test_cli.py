@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from hfrnn.cli import CONFIG_DIR
 from hfrnn.config import ConfigError, register, validate
 from hfrnn.optim.hessian_free import HFOptions
+from hfrnn.optim.adam import AdamOptions
 from hfrnn.optim.sgd import SGDOptions
 
 TASKS = sorted(p.stem for p in Path(CONFIG_DIR, "task").glob("*.yaml"))
@@ -39,7 +40,7 @@ def test_every_combination_composes(task, model, optimizer):
     cfg = OmegaConf.to_object(_compose([f"task={task}", f"model={model}", f"optimizer={optimizer}"]))
     validate(cfg)
     assert cfg.task.name == task and cfg.optimizer.name == optimizer
-    assert isinstance(cfg.optimizer, SGDOptions if optimizer == "sgd" else HFOptions)
+    assert isinstance(cfg.optimizer, {"sgd": SGDOptions, "adam": AdamOptions}.get(optimizer, HFOptions))
 
 
 def test_hf_presets():

@@ -130,3 +130,11 @@ def test_sgd_reduces_loss():
         info = sgd.step(sample)
     assert info.loss_before < sum(first) / 5
     assert math.isclose(info.minibatches, 0.05)
+
+
+def test_chunked_extra_metrics_add_up():
+    from hfrnn.train.evaluate import combine_chunks
+    a = {"sq_err_sum": 10.0, "frames": 4.0, "sequences": 2.0, "sq_err_per_frame": 2.5, "sq_err_per_sequence": 5.0}
+    b = {"sq_err_sum": 2.0, "frames": 4.0, "sequences": 1.0, "sq_err_per_frame": 0.5, "sq_err_per_sequence": 2.0}
+    c = combine_chunks([a, b])
+    assert c["sq_err_sum"] == 12.0 and c["sq_err_per_frame"] == 1.5 and c["sq_err_per_sequence"] == 4.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import signal
 import time
@@ -49,8 +50,18 @@ def outputs_fn(model: torch.nn.Module, layout: ParamLayout):
     return lambda theta, x: functional_call(model, layout.unflatten(theta), (x,))[0]
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info(device: torch.device) -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    return {"platform": platform.platform(), "processor": _cpu_model(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": str(device),
             "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
