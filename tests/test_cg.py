@@ -72,3 +72,13 @@ def test_warm_start_used():
     sol = torch.linalg.solve(A, b)
     res = cg(lambda v: A @ v, b, x0=sol, max_iters=5, eps=0.0)
     assert res.q_values[0] < 0 and torch.allclose(res.x, sol, atol=1e-8)
+
+
+def test_uphill_warm_start_replaced_by_zero():
+    A = spd(20)
+    b = torch.randn(20, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    bad = -10 * torch.linalg.solve(A, b)  # q(bad) > 0
+    res = cg(lambda v: A @ v, b, x0=bad, max_iters=3, eps=0.0)
+    assert res.q_values[0] == 0.0
+    fresh = cg(lambda v: A @ v, b, max_iters=3, eps=0.0)
+    assert torch.allclose(res.x, fresh.x)

@@ -12,7 +12,7 @@ Stopping (section 3 of the paper; Martens 2010, section 4.4): at iteration ``i``
 i.e. when the relative progress over the last ``k`` iterations has become small. Also stop at
 ``max_iters`` and when a search direction has non-positive curvature ``p.A p <= 0``.
 
-The iterates at ``i = ceil(first * growth^j)`` (5, 7, 9, 11, 15, 19, 25, ...) and the last one are
+A warm start ``x0`` with ``q(x0) > 0`` is replaced by zero. The iterates at ``i = ceil(first * growth^j)`` (5, 7, 9, 11, 15, 19, 25, ...) and the last one are
 kept for CG backtracking. Vectors and scalars are float64 whatever the model's dtype: the matvec
 receives a cast copy.
 """
@@ -79,9 +79,16 @@ def cg(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor | None = None, 
     b = b.double()
     x = torch.zeros_like(b) if x0 is None else x0.double().clone()
     r = (matvec(x) - b) if x0 is not None and bool(x0.any()) else -b.clone()
+    q0 = 0.5 * float(x @ (r - b))
+    if q0 > 0:
+        # A warm start worse than zero (the previous solution points uphill for this gradient)
+        # would make every kept iterate start behind; start from zero instead.
+        x.zero_()
+        r = -b.clone()
+        q0 = 0.0
     p = -r
     rr = float(r @ r)
-    q_values = [0.5 * float(x @ (r - b))]
+    q_values = [q0]
     schedule = keep_schedule(max_iters, keep_first, keep_growth)
     kept: list[tuple[int, Tensor]] = []
     reason, i = "max_iters", 0
