@@ -1,0 +1,88 @@
+"""``hfrnn report DIR``: tables and plots from the files of a sweep (or of one run).
+
+Reads only what runs wrote (``result.json``, ``metrics.jsonl``, ``.hydra/config.yaml``) with the
+standard library, numpy and matplotlib, and writes into DIR (or ``--out``):
+
+- ``figure3.png``, ``figure3.csv``: the paper's Figure 3 (see :mod:`hfrnn.report.figure3`);
+- ``summary.md``: one table per task, the runs not counted and why, the hfrnn versions mixed;
+- ``curves_<task>.png``, ``hf_<task>.png``: learning curves and HF diagnostics per task.
+
+Exit status: 0 when a report was written (refused files are listed, not fatal), 1 when no run
+directory was found, 2 on bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .collect import FAILURE_LIMIT, collect, versions
+from .diagnostics import plot_all
+from .figure3 import aggregate, plot, write_csv
+from .summary import render
+
+EPILOG = """examples:
+  hfrnn report outputs/multirun/figure3_small/2025-01-01/12-00-00
+  hfrnn report outputs/runs/2025-01-01/12-00-00_addition_T30_hf_s0     (one run)
+  hfrnn report outputs/multirun --out /tmp/report --no-curves
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hfrnn report", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Figure 3 (minibatches to success, failure rates), a summary table, learning curves and "
+                    "HF diagnostics from the run directories found under DIR (searched recursively).")
+    p.add_argument("dir", metavar="DIR", type=Path, help="a sweep directory, any folder above runs, or one run")
+    p.add_argument("--out", type=Path, default=None, help="where to write the report (default: DIR)")
+    p.add_argument("--limit", type=float, default=FAILURE_LIMIT,
+                   help="minibatches beyond which a run counts as a failure (default: %(default).0f, the paper's)")
+    p.add_argument("--no-curves", action="store_true", help="skip the per-task learning curves and HF diagnostics")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the report; returns the exit status."""
+    try:
+        args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): argparse has printed why
+        return int(e.code or 0)
+    root: Path = args.dir
+    if not root.is_dir():
+        print(f"hfrnn report: error: {root} is not a directory", file=sys.stderr)
+        return 2
+    out: Path = args.out or root
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"hfrnn report: error: cannot create {out}: {e}", file=sys.stderr)
+        return 2
+    runs, refused = collect(root, args.limit)
+    if not runs:
+        print(f"hfrnn report: no run directories (with .hydra/, result.json or metrics.jsonl) under {root}",
+              file=sys.stderr)
+        return 1
+    cells = aggregate(runs)
+    written = [out / "figure3.csv", out / "figure3.png"]
+    write_csv(cells, written[0])
+    plot(cells, written[1], args.limit)
+    if not args.no_curves:
+        written += plot_all(runs, out, refused)
+    summary = out / "summary.md"
+    summary.write_text(render(root, runs, cells, refused, args.limit, written, out))
+    if not args.quiet:
+        states = ("solved", "failed", "incomplete", "crashed", "refused")
+        counts = ", ".join(f"{sum(r.state == s for r in runs)} {s}" for s in states)
+        print(f"{len(runs)} runs under {root}: {counts}")
+        vers = versions(runs)
+        if len(vers) > 1:
+            print("warning: mixed hfrnn versions: " + ", ".join(f"{v} ({n})" for v, n in vers.items()))
+        for path, why in refused:
+            print(f"refused {path}: {why}")
+        print(f"wrote {summary} and {len(written)} more files in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
