@@ -12,6 +12,7 @@ refused (naming the key); keys that only change when to stop or how to log may d
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .records import save_checkpoint_atomic
 
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change: stopping rules, logging, placement of work.
+log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("budget", "resume", "threads", "log_every", "checkpoint_every", "eval.chunk",
                      "optimizer.batch.chunk", "device")
 
@@ -57,9 +59,13 @@ def check_compatible(saved: dict, new: dict) -> None:
     for key in sorted(set(a) | set(b)):
         if any(key == r or key.startswith(r + ".") for r in RESUMABLE_CHANGES):
             continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            raise ConfigError(f"cannot resume: config key {key} changed ({a.get(key, '<absent>')!r} -> "
-                              f"{b.get(key, '<absent>')!r}); repeat the original overrides")
+        if key not in a or key not in b:
+            # A key added or removed by another hfrnn version: nothing to compare against.
+            log.warning("resume: config key %s exists in only one of the two configs", key)
+            continue
+        if a[key] != b[key]:
+            raise ConfigError(f"cannot resume: config key {key} changed ({a[key]!r} -> {b[key]!r}); "
+                              "repeat the original overrides")
 
 
 class Snapshot:

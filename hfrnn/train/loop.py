@@ -97,7 +97,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         theta.copy_(saved["theta"])
         opt.load_state_dict(saved["optimizer"])
         counters.update(saved["counters"])
-        last_test = dict(saved["last_test"])
+        last_test = dict(saved.get("last_test", {}))  # absent in checkpoints of hfrnn < 0.1.0 final
         data_gen.set_state(saved["data_rng"])
         torch.set_rng_state(saved["torch_rng"])
     test = task.test_set().to(device, dtype)
