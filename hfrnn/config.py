@@ -146,6 +146,8 @@ def validate(cfg: TrainConfig) -> None:
     if isinstance(opt, HFOptions):
         if opt.curvature not in ("fast", "generic"):
             raise ConfigError(f"optimizer.curvature must be fast or generic, got {opt.curvature}")
+        if opt.rho_batch not in ("curvature", "gradient"):
+            raise ConfigError(f"optimizer.rho_batch must be curvature or gradient, got {opt.rho_batch}")
         if opt.rho not in ("damped", "undamped"):
             raise ConfigError(f"optimizer.rho must be damped or undamped, got {opt.rho}")
         if opt.damping.initial <= 0:

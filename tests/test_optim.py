@@ -138,3 +138,12 @@ def test_chunked_extra_metrics_add_up():
     b = {"sq_err_sum": 2.0, "frames": 4.0, "sequences": 1.0, "sq_err_per_frame": 0.5, "sq_err_per_sequence": 2.0}
     c = combine_chunks([a, b])
     assert c["sq_err_sum"] == 12.0 and c["sq_err_per_frame"] == 1.5 and c["sq_err_per_sequence"] == 4.0
+
+
+def test_rho_on_gradient_batch_option():
+    task, layout, theta, sample = _setup()
+    hf = HessianFree(theta, RNNFastCurvature(layout, task.loss), _small_opts(rho_batch="gradient"), 0.1)
+    infos = [hf.step(sample) for _ in range(4)]
+    assert infos[-1].loss_after < infos[0].loss_before
+    # backtracking and rho evaluated on the 400-sequence gradient batch: 0.4 forward units each
+    assert all(i.forward_evals >= 0.2 + 0.4 for i in infos)

@@ -80,11 +80,17 @@ class HFOptions:
     ``rho``: ``damped`` (default; q includes the Tikhonov and structural terms, as in the 2011
     RNN code, so rho judges the very quadratic CG minimised) or ``undamped`` (Martens 2010: q
     without damping; costs one extra product per iteration).
+
+    ``rho_batch``: where CG backtracking and rho measure the objective: ``curvature`` (the spec:
+    the 1,000-sequence curvature batch, cheap) or ``gradient`` (the 10,000-sequence batch the
+    gradient came from: ten times the forward work, but rho is not swamped by sampling noise
+    when the predicted reduction is tiny, as on a plateau).
     """
 
     name: str = "hf"
     curvature: str = "fast"
     rho: str = "damped"
+    rho_batch: str = "curvature"
     weight_cost: float = 2e-5
     max_rejections: int = 20
     cg: CGOptions = field(default_factory=CGOptions)
@@ -191,19 +197,21 @@ class HessianFree:
             return self._reject(info, "non_finite_curvature")
         self.warm = res.x
 
-        # CG backtracking and rho on the curvature batch.
-        def f_curv(d: Tensor) -> float:
-            return self._f(theta + d.to(dtype), c_batch)
+        # CG backtracking and rho on the curvature batch (or the gradient batch).
+        r_batch, fr0 = (g_batch, f0) if o.rho_batch == "gradient" else (c_batch, fc0)
 
-        j, fc_best, n_evals = backtrack(res.kept, f_curv)
-        info["forward_evals"] += n_evals * c_batch.size / unit
+        def f_rho(d: Tensor) -> float:
+            return self._f(theta + d.to(dtype), r_batch)
+
+        j, fc_best, n_evals = backtrack(res.kept, f_rho)
+        info["forward_evals"] += n_evals * r_batch.size / unit
         chosen_iter, d = res.kept[j]
         q_d = res.q_values[chosen_iter]
         if o.rho == "undamped":
             Gd = self.backend.product(d.to(dtype), 0.0).double()
             info["minibatches"] += c_batch.size / unit
             q_d = dot64(g, d) + 0.5 * dot64(d, Gd) + 0.5 * o.weight_cost * dot64(d, d)
-        rho = reduction_ratio(fc_best, fc0, q_d)
+        rho = reduction_ratio(fc_best, fr0, q_d)
         self.damping = update_damping(lam, rho, o.damping)
         info.update(rho=rho, cg_chosen_iter=chosen_iter, damping_next=self.damping)
 
