@@ -5,8 +5,8 @@ One iteration at parameters ``theta`` with damping ``lambda``:
 1. gradient ``g`` of the objective on a fresh gradient batch (10,000 sequences);
 2. a separate curvature batch (1,000 sequences), fixed for the iteration: one cached forward pass;
 3. CG on ``q(d) = g.d + 1/2 d.(G + lambda mu G_S + (lambda + wc) I) d`` from ``decay * d_prev``;
-4. CG backtracking over the kept iterates on the curvature batch;
-5. ``rho`` on the curvature batch at the chosen iterate, then the Levenberg-Marquardt update;
+4. CG backtracking over the kept iterates on the gradient batch (``rho_batch``);
+5. ``rho`` on the same batch at the chosen iterate, then the Levenberg-Marquardt update;
 6. Armijo line search on the gradient batch; if it fails the step is rejected, theta stays and the
    next CG starts from zero.
 
@@ -81,16 +81,17 @@ class HFOptions:
     RNN code, so rho judges the very quadratic CG minimised) or ``undamped`` (Martens 2010: q
     without damping; costs one extra product per iteration).
 
-    ``rho_batch``: where CG backtracking and rho measure the objective: ``curvature`` (the spec:
-    the 1,000-sequence curvature batch, cheap) or ``gradient`` (the 10,000-sequence batch the
-    gradient came from: ten times the forward work, but rho is not swamped by sampling noise
-    when the predicted reduction is tiny, as on a plateau).
+    ``rho_batch``: where CG backtracking and rho measure the objective: ``gradient`` (default:
+    the 10,000-sequence batch the gradient came from) or ``curvature`` (the spec's choice, the
+    1,000-sequence curvature batch: ten times less forward work, but on a plateau the predicted
+    reduction is smaller than the sampling noise of a 1,000-sequence loss, rho is noise, and
+    lambda drifts up until HF acts like gradient descent; this is what kept XOR from solving).
     """
 
     name: str = "hf"
     curvature: str = "fast"
     rho: str = "damped"
-    rho_batch: str = "curvature"
+    rho_batch: str = "gradient"
     weight_cost: float = 2e-5
     max_rejections: int = 20
     cg: CGOptions = field(default_factory=CGOptions)
