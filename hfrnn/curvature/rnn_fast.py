@@ -44,14 +44,15 @@ def bptt(p: dict[str, Tensor], x: Tensor, h: Tensor, d: Tensor, e_s: Tensor,
     dh_out = (e_s2 @ p["W_yh"]).view(T, B, H)  # every step's output error at once
     dt = torch.empty_like(h)
     W_hh = p["W_hh"]
-    torch.mul(dh_out[T - 1], d[T - 1], out=dt[T - 1])
-    if e_t is not None:
-        dt[T - 1] += e_t[T - 1]
-    for i in range(T - 2, -1, -1):
-        torch.addmm(dh_out[i], dt[i + 1], W_hh, out=dt[i])
-        dt[i] *= d[i]
-        if e_t is not None:
-            dt[i] += e_t[i]
+    # dh_out becomes the total error at h_i in place; one fused multiply(-add) per step then
+    # gives dt_i (with the structural error e_t_i folded into the same kernel).
+    for i in range(T - 1, -1, -1):
+        if i < T - 1:
+            dh_out[i].addmm_(dt[i + 1], W_hh)
+        if e_t is None:
+            torch.mul(dh_out[i], d[i], out=dt[i])
+        else:
+            torch.addcmul(e_t[i], dh_out[i], d[i], out=dt[i])
     out = torch.empty(layout.numel, dtype=h.dtype, device=h.device)
     g = layout.unflatten(out)
     dt2, h2 = dt.view(T * B, H), h.view(T * B, H)
