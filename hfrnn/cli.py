@@ -28,13 +28,19 @@ register()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def train_app(cfg: DictConfig) -> float | None:
     """Hydra task function of ``hfrnn train``; returns the minibatches used (for sweepers)."""
+    from .parallel.launch import fit_distributed, wants_distributed
     from .train.loop import fit
 
     try:
         typed = OmegaConf.to_object(cfg)
         validate(typed)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        result = fit(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
+        if wants_distributed(typed):  # dist.procs > 1, or started by torchrun
+            result = fit_distributed(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
+            if result is None:  # a torchrun rank other than 0: rank 0 reports
+                return None
+        else:
+            result = fit(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
     except ConfigError as e:
         print(f"hfrnn train: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -22,6 +22,7 @@ from .optim.sgd import SGDOptions
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+DIST_BACKENDS = ("auto", "gloo", "nccl")
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,21 @@ class DataConfig:
 
 
 @dataclass
+class DistConfig:
+    """``dist.*``: data-parallel HF over ``torch.distributed`` (:mod:`hfrnn.parallel`).
+
+    ``procs`` processes on this machine (1: no process group at all), each with ``threads``
+    threads; ``backend`` is ``auto`` (``nccl`` on CUDA, else ``gloo``), ``gloo`` or ``nccl``; a
+    collective that waits longer than ``timeout_s`` for a peer raises (the run ends as ``error``).
+    Under ``torchrun`` the processes come from its environment and ``procs`` is ignored.
+    """
+
+    procs: int = 1
+    backend: str = "auto"
+    timeout_s: float = 300.0
+
+
+@dataclass
 class TrainConfig:
     """The composed ``hfrnn train`` config."""
 
@@ -105,6 +121,7 @@ class TrainConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     checkpoint_every: int = 10
     log_every: int = 1
     resume: Optional[str] = None
@@ -137,6 +154,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"threads must be >= 0 (0 = PyTorch's default), got threads={cfg.threads}")
     if cfg.budget.max_minibatches <= 0:
         raise ConfigError(f"budget.max_minibatches must be > 0, got {cfg.budget.max_minibatches}")
+    if cfg.dist.procs < 1:
+        raise ConfigError(f"dist.procs must be >= 1, got dist.procs={cfg.dist.procs}")
+    if cfg.dist.backend not in DIST_BACKENDS:
+        raise ConfigError(f"dist.backend must be one of {', '.join(DIST_BACKENDS)}; got {cfg.dist.backend}")
+    if cfg.dist.timeout_s <= 0:
+        raise ConfigError(f"dist.timeout_s must be > 0, got {cfg.dist.timeout_s}")
     m = cfg.model
     if m.name == "lstm" and min(m.blocks, m.cells_per_block) < 1:
         raise ConfigError(f"model.blocks and model.cells_per_block must be >= 1, got {m.blocks}, {m.cells_per_block}")

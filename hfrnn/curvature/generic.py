@@ -55,8 +55,8 @@ class GenericCurvature:
         (g,) = torch.autograd.grad(f, th)
         return float(f.detach()), g
 
-    def prepare(self, theta: Tensor, batch: Batch) -> float:
-        norm = scored_count(batch)
+    def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
+        norm = scored_count(batch) if norm is None else norm
         params = self.layout.unflatten(theta.detach().clone())
         f = self._f(batch.inputs)
         (s, t), vjp_fn = vjp(f, params)

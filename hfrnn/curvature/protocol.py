@@ -41,8 +41,12 @@ class CurvatureBackend(Protocol):
         """The loss and its gradient ``[N]``."""
         ...
 
-    def prepare(self, theta: Tensor, batch: Batch) -> float:
-        """Fix the curvature batch and point; run and cache its forward pass. Returns its loss."""
+    def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
+        """Fix the curvature batch and point; run and cache its forward pass. Returns its loss.
+
+        ``norm`` (default: the batch's scored-step count) normalises the loss and every later
+        product, so that the shards of a batch split across processes add up to the whole.
+        """
         ...
 
     def product(self, v: Tensor, structural_weight: float) -> Tensor:

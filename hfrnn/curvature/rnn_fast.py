@@ -112,8 +112,8 @@ class RNNFastCurvature:
         e_s = losses.grad_s(self.loss_kind, s, batch.targets, batch.mask, norm)
         return float(f), bptt(p, batch.inputs, h, 1 - h * h, e_s, None, self.layout)
 
-    def prepare(self, theta: Tensor, batch: Batch) -> float:
-        norm = scored_count(batch)
+    def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
+        norm = scored_count(batch) if norm is None else norm
         p = self.layout.unflatten(theta.detach().clone())
         s, _, h = unroll(p, batch.inputs)
         d = 1 - h * h

@@ -19,6 +19,7 @@ from ..models.rnn import RNN
 from ..optim.adam import Adam, AdamOptions
 from ..optim.hessian_free import HessianFree, HFOptions
 from ..optim.sgd import SGD, SGDOptions
+from ..parallel.sharded import shard_if_distributed
 from ..tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,10 @@ def make_backend(cfg: TrainConfig, model: torch.nn.Module, task: Task):
     scale = opt.structural.scale if isinstance(opt, HFOptions) else 1.0
     curvature = opt.curvature if isinstance(opt, HFOptions) else "fast"
     if curvature == "fast" and isinstance(model, RNN):
-        return RNNFastCurvature(ParamLayout.of(dict(model.named_parameters())), task.loss, scale)
-    return GenericCurvature(model, task.loss, scale)
+        backend = RNNFastCurvature(ParamLayout.of(dict(model.named_parameters())), task.loss, scale)
+    else:
+        backend = GenericCurvature(model, task.loss, scale)
+    return shard_if_distributed(backend)  # each process evaluates its slice of every batch
 
 
 def initial_damping(opts: HFOptions, task: Task, T: int) -> float:

@@ -25,7 +25,7 @@ CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change: stopping rules, logging, placement of work.
 log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("budget", "resume", "threads", "log_every", "checkpoint_every", "eval.chunk",
-                     "optimizer.batch.chunk", "device")
+                     "optimizer.batch.chunk", "device", "dist")
 
 
 def save(run_dir: Path, state: dict) -> None:

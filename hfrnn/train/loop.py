@@ -5,6 +5,10 @@ curvature product; forward-only evaluations separately). The loop stops when the
 falls below the success threshold (``solved``), when the budget is spent (``budget_exhausted``),
 after too many consecutive rejected steps (``diverged``), on SIGINT/SIGTERM (``interrupted``) or
 on an exception (``error``). Every outcome writes ``result.json`` atomically and a checkpoint.
+
+Data-parallel runs (:mod:`hfrnn.parallel`): every rank runs this same loop on the same data, and
+the backend sums the ranks' shares of each batch. Only rank 0 evaluates the test set and writes
+files; the stop decisions only it can make (solved, the wall clock) are shared every iteration.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from ..config import TrainConfig
 from ..linalg.params import ParamLayout
 from ..models.rnn import RNN, unroll
 from ..optim.hessian_free import HessianFree, hf_info_dict
+from ..parallel import dist
 from ..tasks.base import Task
 from .build import make_backend, make_model, make_optimizer, make_task, resolve_device
 from .evaluate import evaluate
@@ -36,6 +41,16 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 class _Interrupted(Exception):
     pass
+
+
+class _NoMetrics:
+    """What ranks other than 0 write metrics to."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _raise_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl-C does
@@ -63,7 +78,7 @@ def _cpu_model() -> str:
 def machine_info(device: torch.device) -> dict:
     return {"platform": platform.platform(), "processor": _cpu_model(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": str(device),
+            "threads": torch.get_num_threads(), "device": str(device), "processes": dist.world_size(),
             "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
 
 
@@ -82,7 +97,8 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     run_dir = Path(run_dir)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device, dtype = resolve_device(cfg.device), DTYPES[cfg.dtype]
+    device, dtype = dist.rank_device(resolve_device(cfg.device)), DTYPES[cfg.dtype]
+    main = dist.rank() == 0  # the rank that evaluates and writes files
     task = make_task(cfg)
     model = make_model(cfg, task).to(device=device, dtype=dtype)
     layout = ParamLayout.of(dict(model.named_parameters()))
@@ -100,7 +116,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         last_test = dict(saved.get("last_test", {}))  # absent in checkpoints of hfrnn < 0.1.0 final
         data_gen.set_state(saved["data_rng"])
         torch.set_rng_state(saved["torch_rng"])
-    test = task.test_set().to(device, dtype)
+    test = task.test_set().to(device, dtype) if main else None
     forward = outputs_fn(model, layout)
     threshold = cfg.task.success_threshold
     log.info("task=%s T=%d model=%s(%d params) optimizer=%s device=%s dtype=%s threads=%d",
@@ -114,9 +130,10 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         return ckpt.Snapshot(theta, opt, counters, last_test, data_gen).state
 
     def write_checkpoint(state: dict) -> None:
-        ckpt.save(run_dir, {**state, "config": resolved_config, "version": __version__})
+        if main:
+            ckpt.save(run_dir, {**state, "config": resolved_config, "version": __version__})
 
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", truncate_after=counters["iteration"])
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", truncate_after=counters["iteration"]) if main else _NoMetrics()
     status, message = "budget_exhausted", ""
     wall_before = counters["wall_s"]
     t_start = time.monotonic()
@@ -129,8 +146,8 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                 break
             if b.max_iterations is not None and counters["iteration"] >= b.max_iterations:
                 break
-            if b.max_wall_s is not None and counters["wall_s"] >= b.max_wall_s:
-                break
+            if b.max_wall_s is not None and dist.agree(counters["wall_s"] >= b.max_wall_s):
+                break  # rank 0's clock decides for all
             snapshot = state_now()  # what an interruption during this iteration falls back to
             info = opt.step(sample)
             counters["iteration"] += 1
@@ -146,8 +163,9 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                            reason=info.reason)
             due = counters["minibatches"] - counters["last_eval_minibatches"] >= cfg.eval.every_minibatches
             if due:
-                last_test = evaluate(forward, theta, task, test, cfg.eval.chunk)
-                counters["forward_evals"] += test.size / 1000
+                if main:
+                    last_test = evaluate(forward, theta, task, test, cfg.eval.chunk)
+                    counters["forward_evals"] += test.size / 1000
                 counters["last_eval_minibatches"] = counters["minibatches"]
                 rec.update(last_test)
             counters["wall_s"] = wall_before + time.monotonic() - t_start
@@ -160,7 +178,8 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                          counters["minibatches"], counters["wall_s"],
                          f"  lambda {rec['lambda']:.3g} rho {rec['rho']} cg {rec['cg_iters']}"
                          if "lambda" in rec else "")
-            if due and task.has_success_rule and last_test["test_error_rate"] < threshold:
+            solved = main and due and task.has_success_rule and last_test["test_error_rate"] < threshold
+            if dist.agree(solved, theta):  # rank 0 evaluated; every rank stops together
                 status = "solved"
                 break
             if opt.consecutive_rejections >= cfg.optimizer.max_rejections:
@@ -184,9 +203,11 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     counters = dict(final_state["counters"], wall_s=wall_before + time.monotonic() - t_start)
     last_test = final_state["last_test"]
     final_state["counters"] = counters
-    if not last_test and status != "error":
+    if not last_test and status != "error" and main:
         last_test = evaluate(forward, final_state["theta"].to(device, dtype), task, test, cfg.eval.chunk)
     write_checkpoint(final_state)
+    if not main:
+        return {"status": status, "message": message, "iterations": counters["iteration"], "rank": dist.rank()}
     result = {
         "task": task.name, "T": cfg.T, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
         "seed": cfg.seed, "status": status, "success": status == "solved", "message": message,
