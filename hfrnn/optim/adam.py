@@ -16,7 +16,6 @@ ends the run after ``max_rejections`` consecutive rejections. Same interface as
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,9 +24,9 @@ from torch import Tensor
 
 from ..curvature.protocol import CurvatureBackend
 from ..tasks.base import Batch
-from .sgd import SEQUENCES_PER_MINIBATCH, SGDStepInfo
+from .first_order import FirstOrderStepInfo, clipped_gradient
 
-AdamStepInfo = SGDStepInfo  # the same record: loss_before, grad_norm, accepted, reason, minibatches
+AdamStepInfo = FirstOrderStepInfo  # the same record: loss_before, grad_norm, accepted, reason, minibatches
 
 
 @dataclass
@@ -66,18 +65,10 @@ class Adam:
     def step(self, sample: Callable[[int], Batch]) -> AdamStepInfo:
         """Draw a batch, compute the gradient and take one Adam step (unless it is not finite)."""
         o = self.opts
-        batch = sample(o.batch_size)
-        f, g = self.backend.loss_and_grad(self.theta, batch)
-        if o.weight_cost:
-            f += 0.5 * o.weight_cost * float(self.theta @ self.theta)
-            g = g + o.weight_cost * self.theta
-        norm = float(g.norm())
-        mb = batch.size / SEQUENCES_PER_MINIBATCH
-        if not (math.isfinite(f) and math.isfinite(norm)):
+        f, g, norm, mb = clipped_gradient(self.theta, self.backend, sample, o.batch_size, o.weight_cost, o.clip)
+        if g is None:
             self.consecutive_rejections += 1
             return AdamStepInfo(f, norm, False, "non_finite_gradient", mb)
-        if o.clip > 0 and norm > o.clip:
-            g = g * (o.clip / norm)
         self.k += 1
         self.m.mul_(o.beta1).add_(g, alpha=1 - o.beta1)
         self.v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)

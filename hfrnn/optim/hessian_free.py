@@ -36,7 +36,7 @@ from .search import LineSearchOptions, backtrack, line_search
 
 log = logging.getLogger(__name__)
 
-SEQUENCES_PER_MINIBATCH = 1000
+from . import SEQUENCES_PER_MINIBATCH
 
 
 @dataclass

@@ -8,7 +8,6 @@ gradient computed by BPTT on a fresh batch of ``batch_size`` sequences each step
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,9 +16,7 @@ from torch import Tensor
 
 from ..curvature.protocol import CurvatureBackend
 from ..tasks.base import Batch
-
-SEQUENCES_PER_MINIBATCH = 1000
-
+from .first_order import FirstOrderStepInfo, clipped_gradient
 
 @dataclass
 class SGDOptions:
@@ -34,14 +31,7 @@ class SGDOptions:
     max_rejections: int = 20
 
 
-@dataclass
-class SGDStepInfo:
-    loss_before: float
-    grad_norm: float
-    accepted: bool
-    reason: str
-    minibatches: float
-    forward_evals: float = 0.0
+SGDStepInfo = FirstOrderStepInfo
 
 
 class SGD:
@@ -56,18 +46,10 @@ class SGD:
 
     def step(self, sample: Callable[[int], Batch]) -> SGDStepInfo:
         o = self.opts
-        batch = sample(o.batch_size)
-        f, g = self.backend.loss_and_grad(self.theta, batch)
-        if o.weight_cost:
-            f += 0.5 * o.weight_cost * float(self.theta @ self.theta)
-            g = g + o.weight_cost * self.theta
-        norm = float(g.norm())
-        mb = batch.size / SEQUENCES_PER_MINIBATCH
-        if not (math.isfinite(f) and math.isfinite(norm)):
+        f, g, norm, mb = clipped_gradient(self.theta, self.backend, sample, o.batch_size, o.weight_cost, o.clip)
+        if g is None:
             self.consecutive_rejections += 1
             return SGDStepInfo(f, norm, False, "non_finite_gradient", mb)
-        if o.clip > 0 and norm > o.clip:
-            g = g * (o.clip / norm)
         self.velocity.mul_(o.momentum).add_(g, alpha=-o.lr)
         self.theta.add_(self.velocity)
         self.consecutive_rejections = 0
