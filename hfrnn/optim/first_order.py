@@ -14,8 +14,8 @@ from torch import Tensor
 
 from ..curvature.protocol import CurvatureBackend
 from ..tasks.base import Batch
-
 from . import SEQUENCES_PER_MINIBATCH
+
 
 
 @dataclass

@@ -31,12 +31,12 @@ from ..curvature.protocol import CurvatureBackend, chunked_loss, chunked_loss_an
 from ..linalg.cg import cg
 from ..linalg.params import dot64
 from ..tasks.base import Batch
+from . import SEQUENCES_PER_MINIBATCH
 from .damping import DampingOptions, reduction_ratio, update_damping
 from .search import LineSearchOptions, backtrack, line_search
 
 log = logging.getLogger(__name__)
 
-from . import SEQUENCES_PER_MINIBATCH
 
 
 @dataclass
