@@ -5,7 +5,9 @@ standard library, numpy and matplotlib, and writes into DIR (or ``--out``):
 
 - ``figure3.png``, ``figure3.csv``: the paper's Figure 3 (see :mod:`hfrnn.report.figure3`);
 - ``summary.md``: one table per task, the runs not counted and why, the hfrnn versions mixed;
-- ``curves_<task>.png``, ``hf_<task>.png``: learning curves and HF diagnostics per task.
+- ``curves_<task>.png``, ``hf_<task>.png``: learning curves and HF diagnostics per task;
+- ``table1.md``, ``table1.csv``, ``table1_curves.png``: the paper's Table 1, when runs of the natural
+  tasks are present (see :mod:`hfrnn.report.table1`; they are left out of Figure 3).
 
 Exit status: 0 when a report was written (refused files are listed, not fatal), 1 when no run
 directory was found, 2 on bad arguments.
@@ -20,6 +22,7 @@ from .collect import FAILURE_LIMIT, collect, versions
 from .diagnostics import plot_all
 from .figure3 import aggregate, plot, write_csv
 from .summary import render
+from .table1 import NATURAL_TASKS, write_table1
 
 EPILOG = """examples:
   hfrnn report outputs/multirun/figure3_small/2025-01-01/12-00-00
@@ -63,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hfrnn report: no run directories (with .hydra/, result.json or metrics.jsonl) under {root}",
               file=sys.stderr)
         return 1
-    cells = aggregate(runs)
+    cells = [c for c in aggregate(runs) if c.task not in NATURAL_TASKS]  # no success rule: Table 1
     written = [out / "figure3.csv", out / "figure3.png"]
     write_csv(cells, written[0])
     plot(cells, written[1], args.limit)
     if not args.no_curves:
         written += plot_all(runs, out, refused)
+    written += write_table1(runs, out, curves=not args.no_curves, refused=refused)
     summary = out / "summary.md"
     summary.write_text(render(root, runs, cells, refused, args.limit, written, out))
     if not args.quiet:

@@ -203,9 +203,13 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     counters = dict(final_state["counters"], wall_s=wall_before + time.monotonic() - t_start)
     last_test = final_state["last_test"]
     final_state["counters"] = counters
-    if not last_test and status != "error" and main:
+    write_checkpoint(final_state)  # the state after the last iteration: what a resume continues
+    stale = not last_test or counters["last_eval_minibatches"] < counters["minibatches"]
+    if stale and status != "error" and main:
+        # The result reports the final parameters; this evaluation is not part of the checkpoint,
+        # so a resumed run repeats exactly the evaluations an uninterrupted one makes.
         last_test = evaluate(forward, final_state["theta"].to(device, dtype), task, test, cfg.eval.chunk)
-    write_checkpoint(final_state)
+        counters["forward_evals"] += test.size / 1000
     if not main:
         return {"status": status, "message": message, "iterations": counters["iteration"], "rank": dist.rank()}
     result = {
