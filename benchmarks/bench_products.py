@@ -25,34 +25,41 @@ from hfrnn.optim.hessian_free import BatchOptions, CGOptions, HessianFree, HFOpt
 from hfrnn.tasks.pathological import make_task
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     ts = []
     for _ in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
 
-def matmul_gflops(B: int, H: int, repeats: int) -> float:
+def matmul_gflops(B: int, H: int, repeats: int, device: str = "cpu") -> float:
     """Rate of the recurrence's own product shape ``[B, H] @ [H, H]``."""
-    a, w = torch.randn(B, H), torch.randn(H, H)
+    a, w = torch.randn(B, H, device=device), torch.randn(H, H, device=device)
     n = 50
     t = median_time(lambda: [a @ w for _ in range(n)], repeats)
     return 2 * B * H * H * n / t / 1e9
 
 
-def bench(T: int, hidden: int, batch: int, repeats: int, hf_cg_iters: int) -> dict:
+def bench(T: int, hidden: int, batch: int, repeats: int, hf_cg_iters: int, device: str = "cpu") -> dict:
     task = make_task("addition", T, variable_length=False, test_size=10)
     g = torch.Generator().manual_seed(0)
-    model = RNN(task.n_in, hidden, task.n_out, generator=g)
+    model = RNN(task.n_in, hidden, task.n_out, generator=g).to(device)
     layout = ParamLayout.of(dict(model.named_parameters()))
     theta = layout.flatten({k: v.detach() for k, v in model.named_parameters()}).clone()
-    b = task.sample(batch, g)
+    b = task.sample(batch, g).to(device)
     fast, generic = RNNFastCurvature(layout, task.loss), GenericCurvature(model, task.loss)
-    v = torch.randn(layout.numel, generator=g) * 1e-2
-    out = {"T": T, "hidden": hidden, "batch": batch, "threads": torch.get_num_threads()}
+    v = (torch.randn(layout.numel, generator=g) * 1e-2).to(device)
+    out = {"T": T, "hidden": hidden, "batch": batch, "threads": torch.get_num_threads(), "device": device}
     out["gradient_s"] = median_time(lambda: fast.loss_and_grad(theta, b), repeats)
     out["gradient_autograd_s"] = median_time(lambda: generic.loss_and_grad(theta, b), repeats)
     fast.prepare(theta, b)
@@ -63,9 +70,10 @@ def bench(T: int, hidden: int, batch: int, repeats: int, hf_cg_iters: int) -> di
                      batch=BatchOptions(gradient=10 * batch, curvature=batch, chunk=2 * batch))
     hf = HessianFree(theta.clone(), fast, opts, 0.1)
     gen = torch.Generator().manual_seed(1)
-    out["hf_iteration_s"] = median_time(lambda: hf.step(lambda n: task.sample(n, gen)), max(1, repeats // 2))
+    out["hf_iteration_s"] = median_time(lambda: hf.step(lambda n: task.sample(n, gen).to(device)),
+                                        max(1, repeats // 2))
     out["hf_iteration_cg_iters"] = hf_cg_iters
-    out["matmul_gflops"] = matmul_gflops(batch, hidden, repeats)
+    out["matmul_gflops"] = matmul_gflops(batch, hidden, repeats, device)
     # One product's [B,H]x[H,H]-sized matrix products: V_hh h and W_hh Rh (R-forward), W_hh dt and
     # the W_hh gradient (backward): 4 x 2 B T H^2 flops (the input/output ones are smaller).
     flops = 8 * batch * T * hidden * hidden
@@ -83,6 +91,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--hf-cg-iters", type=int, default=50)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="benchmarks/results/products.json")
     a = ap.parse_args()
     rows = []
@@ -90,7 +99,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         for hidden in a.hidden:
             for T in a.T:
-                r = bench(T, hidden, a.batch, a.repeats, a.hf_cg_iters)
+                r = bench(T, hidden, a.batch, a.repeats, a.hf_cg_iters, a.device)
                 rows.append(r)
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
     meta = {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
