@@ -5,6 +5,7 @@ curvature product; forward-only evaluations separately). The loop stops when the
 falls below the success threshold (``solved``), when the budget is spent (``budget_exhausted``),
 after too many consecutive rejected steps (``diverged``), on SIGINT/SIGTERM (``interrupted``) or
 on an exception (``error``). Every outcome writes ``result.json`` atomically and a checkpoint.
+A first SIGINT/SIGTERM stops the run after the current iteration; a second abandons it at once.
 
 Data-parallel runs (:mod:`hfrnn.parallel`): every rank runs this same loop on the same data, and
 the backend sums the ranks' shares of each batch. Only rank 0 evaluates the test set and writes
@@ -53,8 +54,35 @@ class _NoMetrics:
         pass
 
 
-def _raise_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl-C does
-    raise _Interrupted(signal.Signals(signum).name)
+class _StopRequest:
+    """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the current iteration;
+    a second one abandons the iteration at once.
+
+    Raising from the first signal is not safe: it can land inside ``logging``'s ``emit``, which
+    swallows exceptions, and the interrupt would be lost.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._old: dict = {}
+
+    def __call__(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise _Interrupted(signal.Signals(signum).name)
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self) -> "_StopRequest":
+        try:
+            self._old = {s: signal.signal(s, self) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: signals cannot be caught here
+            self._old = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
 
 
 def outputs_fn(model: torch.nn.Module, layout: ParamLayout):
@@ -137,7 +165,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     status, message = "budget_exhausted", ""
     wall_before = counters["wall_s"]
     t_start = time.monotonic()
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopRequest().__enter__()
     snapshot = state_now()
     try:
         while True:
@@ -188,6 +216,11 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                 break
             if cfg.checkpoint_every and counters["iteration"] % cfg.checkpoint_every == 0:
                 write_checkpoint(state_now())
+            if dist.agree(stop.signal is not None, theta):  # rank 0's signal stops every rank
+                status, message = "interrupted", f"interrupted by {stop.signal or 'rank 0'}"
+                log.warning("run interrupted after iteration %d; checkpoint and result written",
+                            counters["iteration"])
+                break
         final_state = state_now()
     except (KeyboardInterrupt, _Interrupted) as e:
         status, message = "interrupted", f"interrupted by {type(e).__name__} {e}".strip()
@@ -198,7 +231,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         log.exception("run failed")
         final_state = snapshot
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        stop.__exit__()
         metrics.close()
     counters = dict(final_state["counters"], wall_s=wall_before + time.monotonic() - t_start)
     last_test = final_state["last_test"]
