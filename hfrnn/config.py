@@ -123,7 +123,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     checkpoint_every: int = 10
-    log_every: int = 1
+    log_every: int = 0  # 0: a log line at each test evaluation only
     resume: Optional[str] = None
 
 
