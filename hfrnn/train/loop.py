@@ -170,7 +170,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     try:
         while True:
             b = cfg.budget
-            if counters["minibatches"] >= b.max_minibatches:
+            if counters["minibatches"] >= b.max_minibatches - 1e-6:  # sums of 0.1s are inexact
                 break
             if b.max_iterations is not None and counters["iteration"] >= b.max_iterations:
                 break
