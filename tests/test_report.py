@@ -206,3 +206,11 @@ def test_launcher_presets(preset, plugin, target, fields):
     for k, v in fields.items():
         assert cfg.hydra.launcher[k] == v
     assert cfg.threads == 1  # one torch thread per job: jobs x threads <= cores
+
+
+def test_runs_stopped_by_a_cap_are_not_failures():
+    from hfrnn.report.collect import Run, classify
+    capped = Run(path=Path("x"), status="budget_exhausted", minibatches=9846.0)
+    spent = Run(path=Path("y"), status="budget_exhausted", minibatches=50000.0)
+    diverged = Run(path=Path("z"), status="diverged", minibatches=10.0)
+    assert [classify(r) for r in (capped, spent, diverged)] == ["stopped", "failed", "failed"]

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = out / "summary.md"
     summary.write_text(render(root, runs, cells, refused, args.limit, written, out))
     if not args.quiet:
-        states = ("solved", "failed", "incomplete", "crashed", "refused")
+        states = ("solved", "failed", "stopped", "incomplete", "crashed", "refused")
         counts = ", ".join(f"{sum(r.state == s for r in runs)} {s}" for s in states)
         print(f"{len(runs)} runs under {root}: {counts}")
         vers = versions(runs)

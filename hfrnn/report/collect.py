@@ -8,7 +8,10 @@ versions stay readable.
 Each run is put in one class (``Run.state``):
 
 - ``solved``: ``result.json`` says success within the failure limit (50,000 minibatches).
-- ``failed``: budget exhausted, diverged, or more minibatches than the limit without success.
+- ``failed``: diverged, the limit's worth of minibatches spent without success, or solved only
+  after more minibatches than the limit.
+- ``stopped``: ``budget_exhausted`` before the limit (a smaller budget, a wall-clock or iteration
+  cap): listed, not counted as a failure.
 - ``incomplete``: no ``result.json`` (still running or killed) or status ``interrupted``.
 - ``crashed``: status ``error`` (or a status this reader does not know).
 - ``refused``: ``result.json`` exists but cannot be parsed.
@@ -42,7 +45,7 @@ class Run:
     optimizer: str | None = None
     seed: int | None = None
     status: str | None = None          # result.json's status, None when there is no result.json
-    state: str = "incomplete"          # solved | failed | incomplete | crashed | refused
+    state: str = "incomplete"          # solved | failed | stopped | incomplete | crashed | refused
     minibatches: float | None = None
     wall_s: float | None = None
     version: str | None = None
@@ -170,6 +173,10 @@ def classify(run: Run, limit: float = FAILURE_LIMIT) -> str:
     if run.status == "solved" and run.result.get("success", True) is not False:
         over = run.minibatches is not None and run.minibatches > limit
         return "failed" if over else "solved"
+    if run.status == "budget_exhausted" and run.minibatches is not None and run.minibatches < limit:
+        # Stopped by a smaller budget, a wall-clock or iteration cap: not a failure in the
+        # paper's sense (50,000 minibatches), and not a success either.
+        return "stopped"
     if run.status in ("budget_exhausted", "diverged"):
         return "failed"
     return "crashed"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import StrMethodFormatter
 
 from .collect import Run, finite
@@ -81,7 +82,7 @@ def aggregate(runs: list[Run]) -> list[Cell]:
         solved = [r.minibatches for r in done if r.state == "solved" and finite(r.minibatches)]
         c.n_runs, c.n_solved = len(done), sum(r.state == "solved" for r in done)
         c.n_failed = c.n_runs - c.n_solved
-        c.n_incomplete = sum(r.state == "incomplete" for r in members)
+        c.n_incomplete = sum(r.state in ("incomplete", "stopped") for r in members)
         c.n_crashed = sum(r.state == "crashed" for r in members)
         if solved:
             c.mean_minibatches, c.min_minibatches, c.max_minibatches = (
@@ -159,14 +160,11 @@ def plot(cells: list[Cell], path: Path, limit: float = 50_000.0) -> list[str]:
         if j == 0:
             top.set_ylabel("minibatches to success\n(mean, min-max)")
             bottom.set_ylabel("failure rate")
-    handles = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    if handles:
+    if opts:  # proxies in each optimiser's colour (an empty bar container has no colour of its own)
         names = {"hf": "HF, structural damping (hf)", "hf_nosd": "HF, Tikhonov damping only (hf_nosd)"}
-        fig.legend(list(handles.values()), [names.get(k, k) for k in handles], loc="outside lower center",
-                   ncol=len(handles), fontsize=9, frameon=False)
+        handles = [Line2D([], [], color=color_of(o, others), marker="o", lw=1.2) for o in opts]
+        fig.legend(handles, [names.get(o, o) for o in opts], loc="outside lower center",
+                   ncol=len(opts), fontsize=9, frameon=False)
     fig.suptitle(f"Minibatches to success and failure rate (failure: > {limit:,.0f} minibatches)", fontsize=11)
     fig.savefig(path, dpi=110)
     return tasks

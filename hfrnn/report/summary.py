@@ -50,11 +50,12 @@ def _run_list(title: str, runs: list[Run], root: Path, extra) -> list[str]:
 def render(root: Path, runs: list[Run], cells: list[Cell], refused: list[tuple[Path, str]],
            limit: float, outputs: list[Path], out_dir: Path | None = None) -> str:
     """The whole ``summary.md`` text."""
-    counts = {s: sum(r.state == s for r in runs) for s in ("solved", "failed", "incomplete", "crashed", "refused")}
+    counts = {s: sum(r.state == s for r in runs)
+              for s in ("solved", "failed", "stopped", "incomplete", "crashed", "refused")}
     lines = [f"# hfrnn report: `{root}`", "",
              f"{len(runs)} run directories: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
-             f"A run fails when it is not solved within {limit:,.0f} minibatches (status budget_exhausted or "
-             "diverged, or more minibatches than that); statistics count solved and failed runs only; "
+             f"A run fails when it diverges or spends {limit:,.0f} minibatches without success; a run stopped "
+             "earlier by its own budget or a cap is listed as stopped; statistics count solved and failed runs only; "
              "minibatches to success are over the solved runs.", ""]
     vers = versions(runs)
     if len(vers) > 1:
@@ -70,10 +71,9 @@ def render(root: Path, runs: list[Run], cells: list[Cell], refused: list[tuple[P
                        lambda r: (f" [{r.status}]" if r.status else "") + mb(r))
     lines += _run_list("Crashed runs (status error)", [r for r in runs if r.state == "crashed"], root,
                        lambda r: f" [{r.status}] {r.message}".rstrip())
-    short = [r for r in runs if r.state == "failed" and r.budget is not None and r.budget < limit
-             and r.status == "budget_exhausted"]
-    lines += _run_list(f"Failures with a budget below {limit:,.0f} minibatches (cut short by an override)",
-                       short, root, lambda r: f", budget {r.budget:,.0f}")
+    lines += _run_list(f"Stopped before {limit:,.0f} minibatches (a smaller budget, a wall-clock or iteration "
+                       "cap): neither solved nor failed", [r for r in runs if r.state == "stopped"], root,
+                       lambda r: mb(r).replace(" so far", ""))
     if len(vers) > 1:
         lines += ["## Runs by hfrnn version", ""]
         for v in vers:
