@@ -1,7 +1,6 @@
 """MFCC features (hand-checkable properties) and the speech dataset builder."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest

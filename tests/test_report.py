@@ -1,6 +1,5 @@
 """`hfrnn report` on synthetic run files, and the Figure 3 sweep and launcher presets."""
 import csv
-import itertools
 import json
 import math
 import subprocess

@@ -120,32 +120,28 @@ def read_metrics(path: Path, refused: list[tuple[Path, str]] | None = None) -> l
     return records
 
 
-def _yaml_identity(path: Path) -> dict[str, Any]:
-    """task.name, optimizer.name, T, seed and budget from ``.hydra/config.yaml``, read by hand.
-
-    Only the few block-style scalars Hydra writes are needed, so a full YAML parser is not.
-    """
+def read_block_yaml(path: Path) -> dict[str, Any]:
+    """Nested block mappings of scalars (what Hydra writes in ``.hydra/config.yaml``), by hand."""
     out: dict[str, Any] = {}
-    section = None
+    stack: list[tuple[int, dict[str, Any]]] = [(-1, out)]
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        lines = Path(path).read_text(errors="replace").splitlines()
     except OSError:
         return out
     for line in lines:
         m = re.match(r"^( *)([A-Za-z_][\w]*):\s*(.*?)\s*$", line)
         if not m:
             continue
-        indent, key, value = len(m.group(1)), m.group(2), m.group(3).strip("'\"")
-        if indent == 0:
-            section = key
-            if key in ("T", "seed") and value:
-                out[key] = value
-        elif indent == 2 and section in ("task", "optimizer") and key == "name":
-            out[section] = value
-        elif indent == 2 and section == "budget" and key == "max_minibatches":
-            out["budget"] = value
-        elif indent == 2 and section == "task" and key == "success_threshold":
-            out["threshold"] = value
+        indent, key, value = len(m.group(1)), m.group(2), m.group(3)
+        while stack[-1][0] >= indent:
+            stack.pop()
+        if value == "":
+            child: dict[str, Any] = {}
+            stack[-1][1][key] = child
+            stack.append((indent, child))
+        else:
+            v = value.strip("'\"")
+            stack[-1][1][key] = None if v == "null" else v
     return out
 
 
@@ -210,7 +206,7 @@ def read_run(path: Path, refused: list[tuple[Path, str]], limit: float = FAILURE
             if isinstance(res.get("config"), dict):
                 _identity_from_config(run, res["config"])
     if run.task is None or run.T is None or run.optimizer is None or run.seed is None:
-        _identity_from_config(run, _yaml_identity(path / ".hydra" / "config.yaml"))
+        _identity_from_config(run, read_block_yaml(path / ".hydra" / "config.yaml"))
     m = DIRNAME.match(path.name)
     if m and (run.task is None or run.T is None or run.optimizer is None or run.seed is None):
         _identity_from_config(run, m.groupdict())

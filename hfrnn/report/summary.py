@@ -59,7 +59,7 @@ def render(root: Path, runs: list[Run], cells: list[Cell], refused: list[tuple[P
              "minibatches to success are over the solved runs.", ""]
     vers = versions(runs)
     if len(vers) > 1:
-        lines += [f"**Warning: these runs mix hfrnn versions:** "
+        lines += ["**Warning: these runs mix hfrnn versions:** "
                   + ", ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in vers.items()) + ".", ""]
     elif vers:
         lines += [f"hfrnn version: {next(iter(vers))}.", ""]

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .collect import Run, as_float, finite, read_metrics
+from .collect import Run, as_float, finite, read_block_yaml, read_metrics
 
 NATURAL_TASKS = ("bouncing_balls", "midi", "speech")
 # hfrnn.tasks.natural.DEFAULT_PATHS, repeated here because the report never imports the core.
@@ -93,31 +93,6 @@ class Row:
     paper_lstm_gd: float = math.nan
     data_note: str = ""                 # the data set's description, from the run log
     runs: list[Run] = field(default_factory=list, repr=False)
-
-
-def read_block_yaml(path: Path) -> dict[str, Any]:
-    """Nested block mappings of scalars (what Hydra writes in ``.hydra/config.yaml``), by hand."""
-    out: dict[str, Any] = {}
-    stack: list[tuple[int, dict[str, Any]]] = [(-1, out)]
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        m = re.match(r"^( *)([A-Za-z_][\w]*):\s*(.*?)\s*$", line)
-        if not m:
-            continue
-        indent, key, value = len(m.group(1)), m.group(2), m.group(3)
-        while stack[-1][0] >= indent:
-            stack.pop()
-        if value == "":
-            child: dict[str, Any] = {}
-            stack[-1][1][key] = child
-            stack.append((indent, child))
-        else:
-            v = value.strip("'\"")
-            stack[-1][1][key] = None if v == "null" else v
-    return out
 
 
 def config_of(run: Run) -> dict[str, Any]:

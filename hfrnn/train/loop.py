@@ -19,7 +19,6 @@ import os
 import platform
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,7 +29,6 @@ from ..linalg.params import ParamLayout
 from ..models.rnn import RNN, unroll
 from ..optim.hessian_free import HessianFree, hf_info_dict
 from ..parallel import dist
-from ..tasks.base import Task
 from .build import make_backend, make_model, make_optimizer, make_task, resolve_device
 from .evaluate import evaluate
 from . import checkpoint as ckpt
