@@ -34,7 +34,8 @@ def train_app(cfg: DictConfig) -> float | None:
     try:
         typed = OmegaConf.to_object(cfg)
         validate(typed)
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        # A resumed run continues in its own directory, not in the new one Hydra made.
+        run_dir = Path(typed.resume) if typed.resume else Path(HydraConfig.get().runtime.output_dir)
         if wants_distributed(typed):  # dist.procs > 1, or started by torchrun
             result = fit_distributed(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
             if result is None:  # a torchrun rank other than 0: rank 0 reports
