@@ -54,6 +54,11 @@ def test_line_search_armijo():
     assert none is None and n2 == 5
     nan, _, _ = line_search(lambda a: math.nan, 0.5, -1.0, LineSearchOptions(max_tries=3))
     assert nan is None
+    # A known f(1) is used, not recomputed.
+    calls = []
+    a1, fa1, n1 = line_search(lambda a: calls.append(a) or (a - 0.3) ** 2, 0.09, -0.6, LineSearchOptions(),
+                              f_at_one=0.49)
+    assert 1.0 not in calls and n1 == len(calls) and a1 == alpha and fa1 == fa
 
 
 def _setup(T=12, seed=0, hidden=20):

@@ -220,7 +220,8 @@ class HessianFree:
         def f_grad(alpha: float) -> float:
             return self._f(theta + (alpha * d).to(dtype), g_batch)
 
-        alpha, f_new, n_ls = line_search(f_grad, f0, dot64(g, d), o.line_search)
+        known = fc_best if o.rho_batch == "gradient" else None  # backtracking already measured f(1)
+        alpha, f_new, n_ls = line_search(f_grad, f0, dot64(g, d), o.line_search, known)
         info["forward_evals"] += n_ls * g_batch.size / unit
         if alpha is None:
             self.damping = lam  # _reject applies the boost once

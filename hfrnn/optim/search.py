@@ -54,23 +54,28 @@ def backtrack(kept: Sequence[tuple[int, Tensor]], f: Callable[[Tensor], float]) 
     return best, f_best, evals
 
 
-def line_search(f: Callable[[float], float], f0: float, slope: float,
-                opts: LineSearchOptions) -> tuple[float | None, float, int]:
+def line_search(f: Callable[[float], float], f0: float, slope: float, opts: LineSearchOptions,
+                f_at_one: float | None = None) -> tuple[float | None, float, int]:
     """Armijo backtracking along a direction.
 
     Args:
         f: objective at step size alpha.
         f0: objective at alpha = 0.
         slope: directional derivative ``g.d`` (negative for a descent direction).
+        f_at_one: ``f(1)`` when the caller already has it (CG backtracking on the same batch).
     Returns:
-        ``(alpha or None, objective at alpha, evaluations)``.
+        ``(alpha or None, objective at alpha, evaluations made here)``.
     """
     tries = opts.max_tries if opts.enabled else 1
-    alpha, f_a = 1.0, math.nan
+    alpha, f_a, evals = 1.0, math.nan, 0
     c = opts.c if opts.enabled else 0.0
-    for n in range(1, tries + 1):
-        f_a = f(alpha)
+    for n in range(tries):
+        if n == 0 and f_at_one is not None:
+            f_a = f_at_one
+        else:
+            f_a = f(alpha)
+            evals += 1
         if math.isfinite(f_a) and f_a < f0 and f_a <= f0 + c * alpha * slope:
-            return alpha, f_a, n
+            return alpha, f_a, evals
         alpha *= opts.shrink
-    return None, f_a, tries
+    return None, f_a, evals
