@@ -78,7 +78,7 @@ class EvalConfig:
     """``eval.*``: test evaluation at least every ``every_minibatches`` of work."""
 
     every_minibatches: float = 50.0
-    chunk: int = 2000
+    chunk: int = 0  # test sequences per forward pass; 0 = cache-sized (hfrnn.curvature.blocking)
 
 
 @dataclass
@@ -144,6 +144,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"T must be >= 2, got T={cfg.T}")
     if cfg.hidden < 1:
         raise ConfigError(f"hidden must be >= 1, got hidden={cfg.hidden}")
+    if cfg.eval.chunk < 0:
+        raise ConfigError(f"eval.chunk must be >= 0 (0 = automatic), got eval.chunk={cfg.eval.chunk}")
     if cfg.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got device={cfg.device}")
     if cfg.dtype not in DTYPES:
@@ -177,6 +179,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"optimizer.damping.initial must be > 0, got {opt.damping.initial}")
         if min(opt.batch.gradient, opt.batch.curvature, opt.batch.chunk, opt.cg.max_iters) < 1:
             raise ConfigError("optimizer.batch.* and optimizer.cg.max_iters must be >= 1")
+        if opt.batch.block < 0:
+            raise ConfigError(f"optimizer.batch.block must be >= 0 (0 = automatic), got {opt.batch.block}")
     elif isinstance(opt, SGDOptions):
         if opt.lr <= 0 or opt.batch_size < 1:
             raise ConfigError(f"optimizer.lr must be > 0 and batch_size >= 1 (got {opt.lr}, {opt.batch_size})")

@@ -123,3 +123,32 @@ def test_loss_hessian_closed_forms_match_autograd():
                                               s.reshape(-1))
         u = torch.randn(T, B, K, generator=g, dtype=torch.float64)
         assert torch.allclose(losses.hessian_vp(kind, s, u, mask, 3.0).reshape(-1), H @ u.reshape(-1), atol=1e-12)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3])
+def test_cache_blocked_backend_matches_dense_oracle(case, block):
+    """Running the time loops ``block`` sequences at a time (the CPU cache blocking) and summing
+    the blocks gives the same loss, gradient and products as the oracle."""
+    c, model, layout, theta, batch, G, G_S = case
+    be = RNNFastCurvature(layout, c.loss, block=block)
+    assert len(be._blocks(batch)) == -(-batch.inputs.shape[1] // block)
+    f0 = be.prepare(theta, batch)
+    assert abs(f0 - RNNFastCurvature(layout, c.loss).loss(theta, batch)) < 1e-12
+    f, g = be.loss_and_grad(theta, batch)
+    assert abs(f - f0) < 1e-12 and abs(be.loss(theta, batch) - f0) < 1e-12
+    g_ref = dense_gradient(forward_fn(layout, batch.inputs), theta, batch, c.loss)
+    assert torch.allclose(g, g_ref, atol=1e-10, rtol=1e-10)
+    v = torch.randn(layout.numel, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.allclose(be.product(v, 0.37), (G + 0.37 * G_S) @ v, atol=1e-10, rtol=1e-10)
+
+
+def test_auto_block_sizes_the_working_set():
+    from hfrnn.curvature.blocking import CACHE_BYTES, auto_block
+    b = auto_block(30, 100, torch.float32, "cpu")
+    assert 3 * 30 * b * 100 * 4 <= CACHE_BYTES < 3 * 30 * (b + 1) * 100 * 4
+    assert auto_block(30, 100, torch.float64, "cpu") == b // 2
+    assert auto_block(10_000, 300, torch.float32, "cpu") == 32  # clamped below
+    assert auto_block(2, 3, torch.float32, "cpu") == 1024      # and above
+    assert auto_block(100, 100, torch.float32, "meta") == 0   # not a CPU: the whole batch
+    with pytest.raises(ValueError):
+        RNNFastCurvature(None, "squared", block=-1)

@@ -15,7 +15,9 @@ hidden error ``e_t = w (D o e)'' R t`` added at every step's pre-activations (se
     dt_i = (W_yh^T e_s_i + W_hh^T dt_{i+1}) * d_i + e_t_i
 
 All terms that do not go through the recurrence are batched into single matrix products outside
-the time loop, so the loop holds one ``addmm`` and one elementwise product per step.
+the time loop, so the loop holds one ``addmm`` and one elementwise product per step. Every batch is
+run through these loops a cache-sized block of sequences at a time (:mod:`.blocking`) and the
+blocks' sums are added.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .. import losses
 from ..linalg.params import ParamLayout
 from ..models.rnn import unroll
 from ..tasks.base import Batch
+from .blocking import auto_block
 from .protocol import scored_count, structural_hessian
 
 
@@ -91,41 +94,70 @@ class RNNFastCurvature:
         layout: the RNN's parameter layout.
         loss_kind: ``squared`` | ``logistic`` | ``softmax``.
         structural_scale: factor on ``(D o e)'' = 1 - h^2`` (see ``structural_hessian``).
+        block: sequences per pass through the time loop; 0 chooses by
+            :func:`~hfrnn.curvature.blocking.auto_block` (cache-sized on a CPU, whole batch on a GPU).
     """
 
-    def __init__(self, layout: ParamLayout, loss_kind: str, structural_scale: float = 1.0) -> None:
+    def __init__(self, layout: ParamLayout, loss_kind: str, structural_scale: float = 1.0,
+                 block: int = 0) -> None:
+        if block < 0:
+            raise ValueError(f"block must be >= 0 (0 = automatic), got {block}")
         self.layout = layout
         self.loss_kind = loss_kind
         self.structural_scale = structural_scale
+        self.block = block
+        self.hidden = dict(zip(layout.names, layout.shapes))["W_hh"][0]
         self._cache: tuple | None = None
 
+    def _blocks(self, batch: Batch) -> list[Batch]:
+        """``batch`` split into the blocks that one pass of the time loop handles."""
+        T, B = batch.mask.shape
+        n = self.block or auto_block(T, self.hidden, batch.inputs.dtype, batch.inputs.device)
+        return batch.split(n) if 0 < n < B else [batch]
+
     def loss(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
-        s, _, _ = unroll(self.layout.unflatten(theta), batch.inputs)
-        return float(losses.loss(self.loss_kind, s, batch.targets, batch.mask,
-                                 scored_count(batch) if norm is None else norm))
+        norm = scored_count(batch) if norm is None else norm
+        p = self.layout.unflatten(theta)
+        total = 0.0
+        for part in self._blocks(batch):
+            s, _, _ = unroll(p, part.inputs)
+            total += float(losses.loss(self.loss_kind, s, part.targets, part.mask, norm))
+        return total
 
     def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
         norm = scored_count(batch) if norm is None else norm
         p = self.layout.unflatten(theta)
-        s, _, h = unroll(p, batch.inputs)
-        f = losses.loss(self.loss_kind, s, batch.targets, batch.mask, norm)
-        e_s = losses.grad_s(self.loss_kind, s, batch.targets, batch.mask, norm)
-        return float(f), bptt(p, batch.inputs, h, 1 - h * h, e_s, None, self.layout)
+        total, grad = 0.0, None
+        for part in self._blocks(batch):
+            s, _, h = unroll(p, part.inputs)
+            total += float(losses.loss(self.loss_kind, s, part.targets, part.mask, norm))
+            e_s = losses.grad_s(self.loss_kind, s, part.targets, part.mask, norm)
+            g = bptt(p, part.inputs, h, 1 - h * h, e_s, None, self.layout)
+            grad = g if grad is None else grad.add_(g)
+        return total, grad
 
     def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
         norm = scored_count(batch) if norm is None else norm
         p = self.layout.unflatten(theta.detach().clone())
-        s, _, h = unroll(p, batch.inputs)
-        d = 1 - h * h
-        s_hess = structural_hessian(h, batch.mask, norm, self.structural_scale)
-        self._cache = (p, batch, norm, s, h, d, s_hess)
-        return float(losses.loss(self.loss_kind, s, batch.targets, batch.mask, norm))
+        blocks, total = [], 0.0
+        for part in self._blocks(batch):
+            s, _, h = unroll(p, part.inputs)
+            s_hess = structural_hessian(h, part.mask, norm, self.structural_scale)
+            blocks.append((part, s, h, 1 - h * h, s_hess))
+            total += float(losses.loss(self.loss_kind, s, part.targets, part.mask, norm))
+        self._cache = (p, norm, blocks)
+        return total
 
     def product(self, v: Tensor, structural_weight: float) -> Tensor:
         if self._cache is None:
             raise RuntimeError("prepare() must be called before product()")
-        p, batch, norm, s, h, d, s_hess = self._cache
-        Rs, Rt = r_forward(p, self.layout.unflatten(v), batch.inputs, h, d)
-        e_s = losses.hessian_vp(self.loss_kind, s, Rs, batch.mask, norm)
-        e_t = Rt.mul_(s_hess).mul_(structural_weight) if structural_weight else None
-        return bptt(p, batch.inputs, h, d, e_s, e_t, self.layout)
+        p, norm, blocks = self._cache
+        vp = self.layout.unflatten(v)
+        out = None
+        for part, s, h, d, s_hess in blocks:
+            Rs, Rt = r_forward(p, vp, part.inputs, h, d)
+            e_s = losses.hessian_vp(self.loss_kind, s, Rs, part.mask, norm)
+            e_t = Rt.mul_(s_hess).mul_(structural_weight) if structural_weight else None
+            Gv = bptt(p, part.inputs, h, d, e_s, e_t, self.layout)
+            out = Gv if out is None else out.add_(Gv)
+        return out

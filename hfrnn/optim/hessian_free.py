@@ -66,11 +66,14 @@ class StructuralOptions:
 
 @dataclass
 class BatchOptions:
-    """``batch.*``: sequences per gradient and per curvature batch; ``chunk`` bounds memory."""
+    """``batch.*``: sequences per gradient and per curvature batch; ``chunk`` bounds memory;
+    ``block`` is the fast RNN backend's sequences per pass of the time loop (0 = automatic, see
+    :mod:`hfrnn.curvature.blocking`)."""
 
     gradient: int = 10000
     curvature: int = 1000
     chunk: int = 2000
+    block: int = 0
 
 
 @dataclass

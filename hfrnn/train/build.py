@@ -74,7 +74,8 @@ def make_backend(cfg: TrainConfig, model: torch.nn.Module, task: Task):
     scale = opt.structural.scale if isinstance(opt, HFOptions) else 1.0
     curvature = opt.curvature if isinstance(opt, HFOptions) else "fast"
     if curvature == "fast" and isinstance(model, RNN):
-        backend = RNNFastCurvature(ParamLayout.of(dict(model.named_parameters())), task.loss, scale)
+        block = opt.batch.block if isinstance(opt, HFOptions) else 0  # SGD/Adam: automatic
+        backend = RNNFastCurvature(ParamLayout.of(dict(model.named_parameters())), task.loss, scale, block)
     else:
         backend = GenericCurvature(model, task.loss, scale)
     return shard_if_distributed(backend)  # each process evaluates its slice of every batch

@@ -25,7 +25,7 @@ CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change: stopping rules, logging, placement of work.
 log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("budget", "resume", "threads", "log_every", "checkpoint_every", "eval.chunk",
-                     "optimizer.batch.chunk", "device", "dist")
+                     "optimizer.batch.chunk", "optimizer.batch.block", "device", "dist")
 
 
 def save(run_dir: Path, state: dict) -> None:

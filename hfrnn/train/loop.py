@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from ..config import TrainConfig
+from ..curvature.blocking import auto_block
 from ..linalg.params import ParamLayout
 from ..models.rnn import RNN, unroll
 from ..optim.hessian_free import HessianFree, hf_info_dict
@@ -91,6 +92,13 @@ def outputs_fn(model: torch.nn.Module, layout: ParamLayout):
     return lambda theta, x: functional_call(model, layout.unflatten(theta), (x,))[0]
 
 
+def _auto_eval_chunk(model: torch.nn.Module, test, device: torch.device, dtype: torch.dtype) -> int:
+    """``eval.chunk=0``: the RNN's cache-sized block (hfrnn.curvature.blocking), else 2000."""
+    if not isinstance(model, RNN) or test is None:
+        return 2000
+    return auto_block(test.mask.shape[0], model.W_hh.shape[0], dtype, device) or 2000
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -144,6 +152,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         torch.set_rng_state(saved["torch_rng"])
     test = task.test_set().to(device, dtype) if main else None
     forward = outputs_fn(model, layout)
+    eval_chunk = cfg.eval.chunk or _auto_eval_chunk(model, test, device, dtype)
     threshold = cfg.task.success_threshold
     log.info("task=%s T=%d model=%s(%d params) optimizer=%s device=%s dtype=%s threads=%d",
              task.name, cfg.T, cfg.model.name, layout.numel, cfg.optimizer.name, device, cfg.dtype,
@@ -190,7 +199,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
             due = counters["minibatches"] - counters["last_eval_minibatches"] >= cfg.eval.every_minibatches
             if due:
                 if main:
-                    last_test = evaluate(forward, theta, task, test, cfg.eval.chunk)
+                    last_test = evaluate(forward, theta, task, test, eval_chunk)
                     counters["forward_evals"] += test.size / 1000
                 counters["last_eval_minibatches"] = counters["minibatches"]
                 rec.update(last_test)
@@ -239,7 +248,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     if stale and status != "error" and main:
         # The result reports the final parameters; this evaluation is not part of the checkpoint,
         # so a resumed run repeats exactly the evaluations an uninterrupted one makes.
-        last_test = evaluate(forward, final_state["theta"].to(device, dtype), task, test, cfg.eval.chunk)
+        last_test = evaluate(forward, final_state["theta"].to(device, dtype), task, test, eval_chunk)
         counters["forward_evals"] += test.size / 1000
     if not main:
         return {"status": status, "message": message, "iterations": counters["iteration"], "rank": dist.rank()}
