@@ -9,6 +9,7 @@ Everything after the word is Hydra's (overrides, ``-m``, ``--cfg job``, ``--help
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,11 +32,16 @@ def train_app(cfg: DictConfig) -> float | None:
     from .parallel.launch import fit_distributed, wants_distributed
     from .train.loop import fit
 
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         typed = OmegaConf.to_object(cfg)
-        validate(typed)
+        try:
+            validate(typed)
+        except ConfigError:
+            _discard_unused_run_dir(hydra_dir)
+            raise
         # A resumed run continues in its own directory, not in the new one Hydra made.
-        run_dir = Path(typed.resume) if typed.resume else Path(HydraConfig.get().runtime.output_dir)
+        run_dir = Path(typed.resume) if typed.resume else hydra_dir
         if wants_distributed(typed):  # dist.procs > 1, or started by torchrun
             result = fit_distributed(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
             if result is None:  # a torchrun rank other than 0: rank 0 reports
@@ -51,6 +57,20 @@ def train_app(cfg: DictConfig) -> float | None:
     if result["status"] in ("error", "interrupted"):
         sys.exit(1 if result["status"] == "error" else 130)
     return float(result["minibatches"])
+
+
+def _discard_unused_run_dir(run_dir: Path) -> None:
+    """Remove the directory Hydra made for a run that was refused before it started.
+
+    Only when it holds nothing but Hydra's own files (``.hydra/`` and the job's log), so that a
+    directory with anything of a run's in it is never touched.
+    """
+    try:
+        entries = list(run_dir.iterdir())
+        if all(e.name == ".hydra" or (e.is_file() and e.suffix == ".log") for e in entries):
+            shutil.rmtree(run_dir)
+    except OSError:
+        pass  # best effort: a leftover empty directory is harmless
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,7 @@ def test_train_subprocess_writes_result(tmp_path):
 def test_bad_value_is_one_line_error(tmp_path):
     p = _run(["train", "T=1", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path)
     assert p.returncode == 2 and "T must be >= 2" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r").exists()  # the refused run leaves no empty run directory behind
 
 
 def test_unknown_command(tmp_path):
