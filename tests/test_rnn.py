@@ -1,7 +1,7 @@
 """The RNN forward pass against a direct loop over the paper's equations 1-4."""
 import torch
 
-from hfrnn.models.rnn import RNN, sparse_init, unroll
+from hfrnn.models.rnn import RNN, sparse_init, unroll, unroll_states
 
 
 def naive(model: RNN, x: torch.Tensor):
@@ -29,8 +29,11 @@ def test_forward_matches_equations():
         s, t = m(x)
         s_ref, t_ref = naive(m, x)
         s2, t2, h2 = unroll(dict(m.named_parameters()), x)
+        s3, h3 = unroll_states(dict(m.named_parameters()), x)
     assert torch.allclose(s, s_ref, atol=1e-12) and torch.allclose(t, t_ref, atol=1e-12)
     assert torch.allclose(s2, s_ref, atol=1e-12) and torch.allclose(h2, torch.tanh(t_ref), atol=1e-12)
+    assert torch.allclose(t2, t_ref, atol=1e-12)
+    assert torch.equal(s3, s2) and torch.equal(h3, h2)  # the in-place pass does the same arithmetic
 
 
 def test_autograd_gradient_matches_finite_differences():

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .. import losses
 from ..linalg.params import ParamLayout
-from ..models.rnn import unroll
+from ..models.rnn import unroll_states
 from ..tasks.base import Batch
 from .blocking import auto_block
 from .protocol import scored_count, structural_hessian
@@ -120,7 +120,7 @@ class RNNFastCurvature:
         p = self.layout.unflatten(theta)
         total = 0.0
         for part in self._blocks(batch):
-            s, _, _ = unroll(p, part.inputs)
+            s, _ = unroll_states(p, part.inputs)
             total += float(losses.loss(self.loss_kind, s, part.targets, part.mask, norm))
         return total
 
@@ -129,7 +129,7 @@ class RNNFastCurvature:
         p = self.layout.unflatten(theta)
         total, grad = 0.0, None
         for part in self._blocks(batch):
-            s, _, h = unroll(p, part.inputs)
+            s, h = unroll_states(p, part.inputs)
             total += float(losses.loss(self.loss_kind, s, part.targets, part.mask, norm))
             e_s = losses.grad_s(self.loss_kind, s, part.targets, part.mask, norm)
             g = bptt(p, part.inputs, h, 1 - h * h, e_s, None, self.layout)
@@ -141,7 +141,7 @@ class RNNFastCurvature:
         p = self.layout.unflatten(theta.detach().clone())
         blocks, total = [], 0.0
         for part in self._blocks(batch):
-            s, _, h = unroll(p, part.inputs)
+            s, h = unroll_states(p, part.inputs)
             s_hess = structural_hessian(h, part.mask, norm, self.structural_scale)
             blocks.append((part, s, h, 1 - h * h, s_hess))
             total += float(losses.loss(self.loss_kind, s, part.targets, part.mask, norm))

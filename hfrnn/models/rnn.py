@@ -51,6 +51,24 @@ def unroll(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return s, t, h
 
 
+def unroll_states(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`unroll` without the pre-activations: ``(s [T, B, K], h [T, B, H])``.
+
+    Each step's pre-activation is formed in ``h[i]`` and squashed there in place, so the pass
+    keeps one ``[T, B, H]`` tensor instead of three (the input drive, ``t`` and ``h``); the
+    smaller working set is what keeps a cache-sized block in cache (``hfrnn.curvature.blocking``).
+    """
+    T, B, _ = x.shape
+    H = p["W_hh"].shape[0]
+    h = torch.addmm(p["b_h"], x.reshape(T * B, -1), p["W_hx"].t()).view(T, B, H)
+    W_hh_t = p["W_hh"].t()
+    h[0].add_(p["b_init"]).tanh_()
+    for i in range(1, T):
+        h[i].addmm_(h[i - 1], W_hh_t).tanh_()
+    s = torch.addmm(p["b_y"], h.view(T * B, H), p["W_yh"].t()).view(T, B, -1)
+    return s, h
+
+
 def unroll_autograd(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     """Equations 1-3 written out-of-place, so autograd and ``torch.func`` can trace them.
 

@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import TrainConfig
 from ..curvature.blocking import auto_block
 from ..linalg.params import ParamLayout
-from ..models.rnn import RNN, unroll
+from ..models.rnn import RNN, unroll_states
 from ..optim.hessian_free import HessianFree, hf_info_dict
 from ..parallel import dist
 from .build import make_backend, make_model, make_optimizer, make_task, resolve_device
@@ -87,7 +87,7 @@ class _StopRequest:
 def outputs_fn(model: torch.nn.Module, layout: ParamLayout):
     """``(theta, x) -> s`` for evaluation."""
     if isinstance(model, RNN):
-        return lambda theta, x: unroll(layout.unflatten(theta), x)[0]
+        return lambda theta, x: unroll_states(layout.unflatten(theta), x)[0]
     from torch.func import functional_call
     return lambda theta, x: functional_call(model, layout.unflatten(theta), (x,))[0]
 
