@@ -19,7 +19,7 @@ TASKS = sorted(p.stem for p in Path(CONFIG_DIR, "task").glob("*.yaml"))
 MODELS = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))
 OPTIMIZERS = sorted(p.stem for p in Path(CONFIG_DIR, "optimizer").glob("*.yaml"))
 RESULT_KEYS = {"task", "T", "model", "optimizer", "seed", "status", "success", "minibatches", "forward_evals",
-               "wall_s", "hfrnn_version", "config", "iterations", "test_error_rate", "test_loss"}
+               "wall_s", "hfrnn_version", "hfrnn_source", "config", "iterations", "test_error_rate", "test_loss"}
 
 
 def _compose(overrides):

@@ -122,3 +122,17 @@ def test_signal_writes_interrupted_result_and_resumes(tmp_path, sig):
     assert q.returncode == 0, q.stderr
     its = [json.loads(x)["iteration"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert its == list(range(1, res["iterations"] + 6))
+
+
+def test_source_revision_names_the_checkout():
+    """Result files record the git commit of the source that produced them (trust and rerun)."""
+    import subprocess
+
+    from hfrnn.provenance import SOURCE_DIR, source_revision
+    if not (SOURCE_DIR / ".git").exists():
+        assert source_revision() is None  # an installed copy: nothing to record
+        return
+    head = subprocess.run(["git", "-C", str(SOURCE_DIR), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    rev = source_revision()
+    assert rev is not None and rev.split("+")[0] == head and rev in (head, head + "+dirty")

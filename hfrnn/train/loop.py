@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from ..config import TrainConfig
+from ..provenance import source_revision
 from ..curvature.blocking import auto_block
 from ..linalg.params import ParamLayout
 from ..models.rnn import RNN, unroll_states
@@ -258,7 +259,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         "iterations": counters["iteration"], "minibatches": counters["minibatches"],
         "forward_evals": counters["forward_evals"], "rejected_steps": counters.get("rejected_steps", 0),
         "wall_s": round(counters["wall_s"], 3), "n_params": layout.numel, **last_test,
-        "hfrnn_version": __version__, "machine": machine_info(device), "config": resolved_config,
+        "hfrnn_version": __version__, "hfrnn_source": source_revision(), "machine": machine_info(device), "config": resolved_config,
     }
     write_json_atomic(run_dir / "result.json", result)
     log.info("result: %s after %.0f minibatches, %.0f s -> %s", status, counters["minibatches"],
