@@ -49,10 +49,10 @@ def _rows(run_dir):
     return [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def _setup(backend_cls, case):
+def _setup(backend_cls, case, block=0):
     model, layout, theta, batch = make_case(case)
     if backend_cls is RNNFastCurvature:
-        return (lambda: RNNFastCurvature(layout, case.loss, 1.0)), theta, batch
+        return (lambda: RNNFastCurvature(layout, case.loss, 1.0, block)), theta, batch
     return (lambda: GenericCurvature(model, case.loss, 1.0)), theta, batch
 
 
@@ -73,12 +73,15 @@ def test_world_of_one_is_the_plain_backend(backend_cls, case):
     assert torch.equal(sharded.product(v, 0.3), plain.product(v, 0.3))
 
 
-@BACKENDS
+@pytest.mark.parametrize("backend_cls,block", [(RNNFastCurvature, 0), (RNNFastCurvature, 2), (GenericCurvature, 0)],
+                         ids=["fast", "fast-blocked", "generic"])
 @CASE
 @pytest.mark.parametrize("world", [2, 3, 5])  # 5 > batch size: some shards are empty
-def test_shards_add_up_to_the_whole_batch(backend_cls, case, world):
+def test_shards_add_up_to_the_whole_batch(backend_cls, block, case, world):
     # Without a process group the all-reduce is the identity: each rank returns its own share.
-    make, theta, batch = _setup(backend_cls, case)
+    # With block=2 each shard is further cut into cache blocks that do not line up with the
+    # whole batch's: the sums still agree.
+    make, theta, batch = _setup(backend_cls, case, block)
     plain, ranks = make(), [ShardedBackend(make(), rank=r, world=world) for r in range(world)]
     v = torch.randn(theta.numel(), dtype=torch.float64)
     close = dict(rtol=1e-12, atol=1e-14)
