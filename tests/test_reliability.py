@@ -129,6 +129,7 @@ def test_source_revision_names_the_checkout():
     import subprocess
 
     from hfrnn.provenance import SOURCE_DIR, source_revision
+    source_revision.cache_clear()  # cached per process; earlier tests may have called it
     if not (SOURCE_DIR / ".git").exists():
         assert source_revision() is None  # an installed copy: nothing to record
         return
