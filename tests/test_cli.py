@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from hfrnn.cli import CONFIG_DIR
-from hfrnn.config import ConfigError, register, validate
+from hfrnn.config import ConfigError, register, resolve_task_defaults, validate
 from hfrnn.optim.hessian_free import HFOptions
 from hfrnn.optim.adam import AdamOptions
 from hfrnn.optim.sgd import SGDOptions
@@ -43,12 +43,46 @@ def test_every_combination_composes(task, model, optimizer):
     assert isinstance(cfg.optimizer, {"sgd": SGDOptions, "adam": AdamOptions}.get(optimizer, HFOptions))
 
 
+def _resolved(overrides):
+    cfg = _compose(overrides)
+    resolve_task_defaults(cfg)
+    return OmegaConf.to_object(cfg)
+
+
 def test_hf_presets():
-    hf = OmegaConf.to_object(_compose(["optimizer=hf"])).optimizer
-    nosd = OmegaConf.to_object(_compose(["optimizer=hf_nosd"])).optimizer
+    hf = _resolved(["optimizer=hf"]).optimizer
+    nosd = _resolved(["optimizer=hf_nosd"]).optimizer
     assert hf.structural.enabled and hf.structural.mu == 0.03 and hf.damping.initial == 0.1
     assert not nosd.structural.enabled and nosd.damping.initial == 0.3
     assert hf.batch.gradient == 10000 and hf.batch.curvature == 1000 and hf.cg.max_iters == 300
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_structural_mu_resolves_per_task(task):
+    """mu: null in the preset -> the task's tuned mu (20-bit memorization) or 0.03; explicit wins."""
+    from hfrnn.tasks.pathological import TUNED_STRUCTURAL_MU
+
+    assert _compose([f"task={task}"]).optimizer.structural.mu is None  # the preset defers to the task
+    mu = _resolved([f"task={task}"]).optimizer.structural.mu
+    assert mu == TUNED_STRUCTURAL_MU.get(task, 0.03)
+    assert _resolved([f"task={task}", "optimizer.structural.mu=0.07"]).optimizer.structural.mu == 0.07
+    assert _resolved([f"task={task}", "optimizer=hf_nosd"]).optimizer.structural.mu == mu  # unused there
+
+
+def test_structural_mu_tuned_only_for_20bit_memorization():
+    assert _resolved(["task=memorization_20bit"]).optimizer.structural.mu == 0.3
+    assert _resolved(["task=memorization"]).optimizer.structural.mu == 0.03
+
+
+def test_unresolved_mu_is_refused_by_the_optimizer():
+    import torch
+
+    from hfrnn.optim.hessian_free import HessianFree
+
+    opts = HFOptions()
+    opts.structural.mu = None
+    with pytest.raises(ValueError, match="structural.mu"):
+        HessianFree(torch.zeros(3), backend=None, opts=opts, initial_damping=0.1)
 
 
 @pytest.mark.parametrize("bad", ["optimizer.cg.max_itrs=3", "T=abc", "budget.max_minibatchs=5", "task=adition",
@@ -61,7 +95,8 @@ def test_bad_keys_and_types_fail_in_hydra(bad):
 
 
 @pytest.mark.parametrize("bad,word", [("T=1", "T must be"), ("hidden=0", "hidden must be"),
-                                      ("device=tpu", "device must be"), ("optimizer.curvature=slow", "curvature")])
+                                      ("device=tpu", "device must be"), ("optimizer.curvature=slow", "curvature"),
+                                      ("optimizer.structural.mu=-1", "structural.mu")])
 def test_bad_values_fail_with_one_line(bad, word):
     with pytest.raises(ConfigError, match=word):
         validate(OmegaConf.to_object(_compose([bad])))
@@ -84,6 +119,7 @@ def test_train_subprocess_writes_result(tmp_path):
     res = json.loads((out / "result.json").read_text())
     assert RESULT_KEYS <= set(res)
     assert res["status"] == "budget_exhausted" and res["iterations"] == 2 and res["success"] is False
+    assert res["config"]["optimizer"]["structural"]["mu"] == 0.03  # the number used, not the preset's null
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2
     for key in ("iteration", "minibatches", "forward_evals", "wall_s", "train_loss", "lambda", "rho", "cg_iters",

@@ -7,6 +7,7 @@ changing the data stream never changes the initial network and vice versa.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 
@@ -17,7 +18,7 @@ from ..linalg.params import ParamLayout
 from ..models.lstm import LSTM
 from ..models.rnn import RNN
 from ..optim.adam import Adam, AdamOptions
-from ..optim.hessian_free import HessianFree, HFOptions
+from ..optim.hessian_free import HessianFree, HFOptions, resolve_structural_mu
 from ..optim.sgd import SGD, SGDOptions
 from ..parallel.sharded import shard_if_distributed
 from ..tasks.base import Task
@@ -89,6 +90,8 @@ def initial_damping(opts: HFOptions, task: Task, T: int) -> float:
 def make_optimizer(cfg: TrainConfig, theta: torch.Tensor, backend, task: Task):
     opt = cfg.optimizer
     if isinstance(opt, HFOptions):
+        if opt.structural.mu is None:  # a TrainConfig built without the CLI's resolve_task_defaults
+            opt = replace(opt, structural=replace(opt.structural, mu=resolve_structural_mu(None, task.name)))
         return HessianFree(theta, backend, opt, initial_damping(opt, task, cfg.T))
     if isinstance(opt, SGDOptions):
         return SGD(theta, backend, opt)
