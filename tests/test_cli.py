@@ -69,9 +69,10 @@ def test_structural_mu_resolves_per_task(task):
     assert _resolved([f"task={task}", "optimizer=hf_nosd"]).optimizer.structural.mu == mu  # unused there
 
 
-def test_structural_mu_tuned_only_for_20bit_memorization():
+def test_structural_mu_tuned_only_for_memorization():
     assert _resolved(["task=memorization_20bit"]).optimizer.structural.mu == 0.3
-    assert _resolved(["task=memorization"]).optimizer.structural.mu == 0.03
+    assert _resolved(["task=memorization"]).optimizer.structural.mu == 0.3
+    assert _resolved(["task=addition"]).optimizer.structural.mu == 0.03
 
 
 def test_unresolved_mu_is_refused_by_the_optimizer():

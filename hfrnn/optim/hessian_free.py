@@ -74,7 +74,7 @@ def resolve_structural_mu(mu: Optional[float], task_name: str) -> float:
     """``mu`` itself when it is a number; otherwise the task's tuned mu, else :data:`DEFAULT_MU`.
 
     The paper says mu "requires some tuning"; only tasks where a measured run showed the default
-    to fail carry a tuned value (see the README, "20-bit memorization").
+    to fail carry a tuned value (the two memorization tasks; README, "20-bit memorization").
     """
     if mu is not None:
         return float(mu)
