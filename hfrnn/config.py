@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .optim.adam import AdamOptions
-from .optim.hessian_free import HFOptions, resolve_structural_mu
+from .optim.hessian_free import HFOptions, task_structural_mu
 from .optim.sgd import SGDOptions
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -142,12 +142,12 @@ def resolve_task_defaults(cfg: DictConfig) -> None:
     """Fill the keys whose preset is "the task's value" (in place, before anything records the config).
 
     ``optimizer.structural.mu: null`` becomes the task's tuned mu or the default 0.03
-    (:func:`hfrnn.optim.hessian_free.resolve_structural_mu`), so ``result.json`` and checkpoints
+    (:func:`hfrnn.optim.hessian_free.task_structural_mu`), so ``result.json`` and checkpoints
     hold the number the run used.
     """
     structural = OmegaConf.select(cfg, "optimizer.structural")
     if structural is not None and structural.get("mu") is None:
-        structural.mu = resolve_structural_mu(None, cfg.task.name)
+        structural.mu = task_structural_mu(cfg.task.name)
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -59,7 +59,7 @@ def test_hf_presets():
 
 @pytest.mark.parametrize("task", TASKS)
 def test_structural_mu_resolves_per_task(task):
-    """mu: null in the preset -> the task's tuned mu (20-bit memorization) or 0.03; explicit wins."""
+    """mu: null in the preset -> the task's tuned mu (the memorization tasks) or 0.03; explicit wins."""
     from hfrnn.tasks.pathological import TUNED_STRUCTURAL_MU
 
     assert _compose([f"task={task}"]).optimizer.structural.mu is None  # the preset defers to the task

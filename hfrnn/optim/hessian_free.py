@@ -59,7 +59,7 @@ class StructuralOptions:
     """``structural.*``: the damping term ``lambda mu G_S`` of section 3.2.
 
     ``mu`` weighs the structural term against the Tikhonov one. ``None`` (the YAML presets) is
-    resolved when a run is built, by :func:`resolve_structural_mu`: the task's tuned value where it
+    resolved when a run is built, by :func:`task_structural_mu`: the task's tuned value where it
     has one (:data:`hfrnn.tasks.pathological.TUNED_STRUCTURAL_MU`), else :data:`DEFAULT_MU`. A number
     given on the command line always wins. ``scale`` multiplies ``(D o e)'' = 1 - h^2``; 0.25
     reproduces the released code's form.
@@ -70,14 +70,12 @@ class StructuralOptions:
     scale: float = 1.0
 
 
-def resolve_structural_mu(mu: Optional[float], task_name: str) -> float:
-    """``mu`` itself when it is a number; otherwise the task's tuned mu, else :data:`DEFAULT_MU`.
+def task_structural_mu(task_name: str) -> float:
+    """The task's tuned mu, else :data:`DEFAULT_MU` (what ``structural.mu: null`` stands for).
 
     The paper says mu "requires some tuning"; only tasks where a measured run showed the default
     to fail carry a tuned value (the two memorization tasks; README, "20-bit memorization").
     """
-    if mu is not None:
-        return float(mu)
     from ..tasks.pathological import TUNED_STRUCTURAL_MU
 
     return TUNED_STRUCTURAL_MU.get(task_name, DEFAULT_MU)
@@ -159,7 +157,7 @@ class HessianFree:
 
     def __init__(self, theta: Tensor, backend: CurvatureBackend, opts: HFOptions, initial_damping: float) -> None:
         if opts.structural.enabled and opts.structural.mu is None:
-            raise ValueError("structural.mu is None: resolve it for the task first (resolve_structural_mu)")
+            raise ValueError("structural.mu is None: resolve it for the task first (task_structural_mu)")
         self.theta = theta
         self.backend = backend
         self.opts = opts

@@ -155,8 +155,8 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     forward = outputs_fn(model, layout)
     eval_chunk = cfg.eval.chunk or _auto_eval_chunk(model, test, device, dtype)
     threshold = cfg.task.success_threshold
-    structural = getattr(cfg.optimizer, "structural", None)
-    mu = f" (structural mu={opt.opts.structural.mu:g})" if structural is not None and structural.enabled else ""
+    sd = opt.opts.structural if isinstance(opt, HessianFree) else None  # the mu resolved for the task
+    mu = f" (structural mu={sd.mu:g})" if sd is not None and sd.enabled else ""
     log.info("task=%s T=%d model=%s(%d params) optimizer=%s%s device=%s dtype=%s threads=%d",
              task.name, cfg.T, cfg.model.name, layout.numel, cfg.optimizer.name, mu, device, cfg.dtype,
              torch.get_num_threads())
