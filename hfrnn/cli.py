@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, register, resolve_task_defaults, validate
+from .config import ConfigError, register, validate
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 COMMANDS = ("train", "data", "report")
@@ -34,7 +34,6 @@ def train_app(cfg: DictConfig) -> float | None:
 
     hydra_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        resolve_task_defaults(cfg)
         typed = OmegaConf.to_object(cfg)
         try:
             validate(typed)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
 from .optim.adam import AdamOptions
-from .optim.hessian_free import HFOptions, task_structural_mu
+from .optim.hessian_free import HFOptions
 from .optim.sgd import SGDOptions
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -138,18 +138,6 @@ def register() -> None:
     cs.store(group="optimizer", name="adam_schema", node=AdamOptions)
 
 
-def resolve_task_defaults(cfg: DictConfig) -> None:
-    """Fill the keys whose preset is "the task's value" (in place, before anything records the config).
-
-    ``optimizer.structural.mu: null`` becomes the task's tuned mu or the default 0.03
-    (:func:`hfrnn.optim.hessian_free.task_structural_mu`), so ``result.json`` and checkpoints
-    hold the number the run used.
-    """
-    structural = OmegaConf.select(cfg, "optimizer.structural")
-    if structural is not None and structural.get("mu") is None:
-        structural.mu = task_structural_mu(cfg.task.name)
-
-
 def validate(cfg: TrainConfig) -> None:
     """Check values Hydra's types cannot; raise :class:`ConfigError` naming the key."""
     if cfg.T < 2:
@@ -187,7 +175,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"optimizer.rho_batch must be curvature or gradient, got {opt.rho_batch}")
         if opt.rho not in ("damped", "undamped"):
             raise ConfigError(f"optimizer.rho must be damped or undamped, got {opt.rho}")
-        if opt.structural.mu is not None and opt.structural.mu < 0:
+        if opt.structural.mu < 0:
             raise ConfigError(f"optimizer.structural.mu must be >= 0, got {opt.structural.mu}")
         if opt.damping.initial <= 0:
             raise ConfigError(f"optimizer.damping.initial must be > 0, got {opt.damping.initial}")

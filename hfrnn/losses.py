@@ -5,8 +5,9 @@ Paper eq. 4 and section 3.1: the network emits output pre-activations ``s``; the
 so the Gauss-Newton matrix ``J^T (L o g)'' J`` is positive semi-definite.
 
 Every function takes ``s`` ``[T, B, K]``, targets ``y`` ``[T, B, K]`` and a ``mask`` ``[T, B]``,
-and normalises by ``norm`` (the number of scored steps, ``sum(mask)``, unless given), so the loss
-is the mean over scored steps (``specs/tasks.md``).
+and normalises by ``norm`` (the number of sequences ``B``, unless given), so the loss is the
+paper's objective (section 2; ``specs/tasks.md``): each sequence's loss summed over its scored
+steps, averaged over sequences.
 
 =========  ==========  =============================  =====================================
 name       g(s)        L per step                     (L o g)'' applied to a vector u
@@ -41,9 +42,9 @@ def per_step_loss(kind: str, s: Tensor, y: Tensor) -> Tensor:
 
 
 def loss(kind: str, s: Tensor, y: Tensor, mask: Tensor, norm: float | Tensor | None = None) -> Tensor:
-    """Mean loss over scored steps: ``sum(mask * l) / norm`` (scalar)."""
+    """The objective ``sum(mask * l) / norm`` (scalar); ``norm`` defaults to the number of sequences."""
     if norm is None:
-        norm = mask.sum()
+        norm = max(mask.shape[1], 1)
     return (per_step_loss(kind, s, y) * mask).sum() / norm
 
 

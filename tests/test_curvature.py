@@ -5,7 +5,7 @@ import torch
 from hfrnn import losses
 from hfrnn.curvature.generic import GenericCurvature
 from hfrnn.curvature.oracle import dense_gauss_newton, dense_gradient
-from hfrnn.curvature.protocol import scored_count, valid_steps
+from hfrnn.curvature.protocol import valid_steps
 from hfrnn.curvature.rnn_fast import RNNFastCurvature, r_forward
 from hfrnn.models.rnn import unroll, unroll_autograd
 
@@ -56,11 +56,11 @@ def test_products_symmetric_psd(case):
 
 
 def test_structural_term_equals_explicit_jacobian_product(case):
-    """``G_S v`` equals ``J_t^T diag((1 - h^2) valid / n) J_t v`` from an explicit J_t."""
+    """``G_S v`` equals ``J_t^T diag((1 - h^2) valid / B) J_t v`` from an explicit J_t (B sequences)."""
     c, model, layout, theta, batch, G, G_S = case
     J_t = torch.autograd.functional.jacobian(lambda th: forward_fn(layout, batch.inputs)(th)[1].reshape(-1), theta)
     _, t = forward_fn(layout, batch.inputs)(theta)
-    diag = ((1 - torch.tanh(t) ** 2) * valid_steps(batch.mask).unsqueeze(-1)).reshape(-1) / scored_count(batch)
+    diag = ((1 - torch.tanh(t) ** 2) * valid_steps(batch.mask).unsqueeze(-1)).reshape(-1) / batch.size
     assert torch.allclose(G_S, J_t.T @ (diag[:, None] * J_t), atol=1e-12)
     be = RNNFastCurvature(layout, c.loss)
     be.prepare(theta, batch)

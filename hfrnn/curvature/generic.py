@@ -19,7 +19,7 @@ from torch.func import functional_call, jvp, vjp
 from .. import losses
 from ..linalg.params import ParamLayout
 from ..tasks.base import Batch
-from .protocol import scored_count, structural_hessian
+from .protocol import sequence_count, structural_hessian
 
 
 class GenericCurvature:
@@ -45,10 +45,10 @@ class GenericCurvature:
         with torch.no_grad():
             s, _ = self._f(batch.inputs)(self.layout.unflatten(theta))
         return float(losses.loss(self.loss_kind, s, batch.targets, batch.mask,
-                                 scored_count(batch) if norm is None else norm))
+                                 sequence_count(batch) if norm is None else norm))
 
     def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         th = theta.detach().requires_grad_(True)
         s, _ = self._f(batch.inputs)(self.layout.unflatten(th))
         f = losses.loss(self.loss_kind, s, batch.targets, batch.mask, norm)
@@ -56,7 +56,7 @@ class GenericCurvature:
         return float(f.detach()), g
 
     def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         params = self.layout.unflatten(theta.detach().clone())
         f = self._f(batch.inputs)
         (s, t), vjp_fn = vjp(f, params)

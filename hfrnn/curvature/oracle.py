@@ -9,8 +9,10 @@ Builds, with nothing shared with the fast paths but the model's forward pass:
   ``D(t) = scale * CE(sigma(2 t); sigma(2 t_n))`` summed over valid steps, whose second
   derivative is ``scale * (1 - tanh(t)^2)``;
 
-and returns ``G = J_s^T H_L J_s`` and ``G_S = J_t^T H_D J_t`` (both normalised by the number of
-scored steps, like the loss).
+and returns ``G = J_s^T H_L J_s`` and ``G_S = J_t^T H_D J_t``, both normalised like the paper's
+objective: summed over steps, divided by the number of sequences ``B``. The normaliser is read
+straight off the batch's shape here, not from :mod:`.protocol`, so that a wrong normaliser in the
+fast paths cannot hide behind a shared helper.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from torch.autograd.functional import hessian, jacobian
 
 from .. import losses
 from ..tasks.base import Batch
-from .protocol import scored_count, valid_steps
+from .protocol import valid_steps
 
 
 def dense_gauss_newton(forward: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tensor, batch: Batch,
@@ -33,7 +35,7 @@ def dense_gauss_newton(forward: Callable[[Tensor], tuple[Tensor, Tensor]], theta
     Args:
         forward: flat ``theta`` ``[N]`` -> ``(s [T, B, K], t [T, B, H])``.
     """
-    norm = scored_count(batch)
+    norm = batch.mask.shape[1]  # sequences: the mean over sequences of per-sequence sums
     s0, t0 = forward(theta)
     J_s = jacobian(lambda th: forward(th)[0].reshape(-1), theta)
     J_t = jacobian(lambda th: forward(th)[1].reshape(-1), theta)
@@ -53,7 +55,7 @@ def dense_gauss_newton(forward: Callable[[Tensor], tuple[Tensor, Tensor]], theta
 def dense_gradient(forward: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tensor, batch: Batch,
                    loss_kind: str) -> Tensor:
     """``J_s^T dL/ds`` from the explicit Jacobian ``[N]``."""
-    norm = scored_count(batch)
+    norm = batch.mask.shape[1]
     s0, _ = forward(theta)
     J_s = jacobian(lambda th: forward(th)[0].reshape(-1), theta)
     s = s0.detach().requires_grad_(True)

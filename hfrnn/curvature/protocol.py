@@ -10,12 +10,24 @@ HF needs, for a flat parameter vector ``theta`` ``[N]``:
       G_S = (1/n) sum_{t,b} J_{t,theta}^T (D o e)'' J_{t,theta}
 
   where ``s`` are output pre-activations, ``t`` hidden pre-activations, ``n`` the number of
-  scored steps, and ``w = lambda * mu`` the structural-damping weight (section 3.2).
+  *sequences* in the batch, and ``w = lambda * mu`` the structural-damping weight (section 3.2).
+
+The objective is the paper's (section 2): a sequence's loss is the *sum* of its per-step losses
+over the scored steps, and the objective is the *mean over sequences*::
+
+    f(theta) = (1/B) sum_b sum_t mask[t, b] * l(s[t, b]; y[t, b])
+
+G, G_S and the gradient are normalised the same way, so lambda and mu mean what they mean in the
+paper and the released code, whatever the number of scored steps per sequence. (Dividing by the
+number of scored steps instead, as hfrnn < 0.3 did, turns the paper's (lambda, mu) into
+(n lambda, mu / n) with n scored steps per sequence.) Per-step means are a display unit only
+(:func:`steps_per_sequence`).
 
 Tikhonov damping ``lambda I`` is not part of the product: CG's matvec adds it.
 
-Losses are normalised by ``norm`` (default: the batch's scored-step count); when a large batch is
-processed in chunks the caller passes the whole batch's count so the chunks add up.
+Losses are normalised by ``norm`` (default: the batch's number of sequences); when a large batch
+is processed in chunks, or sharded across processes, the caller passes the whole batch's count so
+the parts add up.
 """
 from __future__ import annotations
 
@@ -34,7 +46,7 @@ class CurvatureBackend(Protocol):
     layout: ParamLayout
 
     def loss(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
-        """Mean loss over scored steps (or ``sum / norm``)."""
+        """The objective: summed loss over scored steps, divided by the number of sequences (or ``norm``)."""
         ...
 
     def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
@@ -44,7 +56,7 @@ class CurvatureBackend(Protocol):
     def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
         """Fix the curvature batch and point; run and cache its forward pass. Returns its loss.
 
-        ``norm`` (default: the batch's scored-step count) normalises the loss and every later
+        ``norm`` (default: the batch's number of sequences) normalises the loss and every later
         product, so that the shards of a batch split across processes add up to the whole.
         """
         ...
@@ -74,15 +86,24 @@ def structural_hessian(h: Tensor, mask: Tensor, norm: float | Tensor, scale: flo
     return (scale / norm) * (1 - h * h) * valid_steps(mask).unsqueeze(-1)
 
 
-def scored_count(batch: Batch) -> float:
-    """Number of scored steps, the loss normaliser (at least 1 to avoid 0/0)."""
-    return max(float(batch.mask.sum()), 1.0)
+def sequence_count(batch: Batch) -> float:
+    """The objective's normaliser: the number of sequences ``B`` (at least 1 to avoid 0/0)."""
+    return float(max(batch.size, 1))
+
+
+def steps_per_sequence(batch: Batch) -> float:
+    """Mean number of scored steps per sequence: divides a per-sequence loss into a per-step one.
+
+    Display only: ``loss_per_step = loss / steps_per_sequence`` is the mean loss over scored
+    steps, the unit comparable across T.
+    """
+    return max(float(batch.mask.sum()), 1.0) / max(batch.size, 1)
 
 
 def chunked_loss_and_grad(backend: CurvatureBackend, theta: Tensor, batch: Batch,
                           chunk: int) -> tuple[float, Tensor]:
     """Loss and gradient of a large batch, ``chunk`` sequences at a time (bounded memory)."""
-    norm = scored_count(batch)
+    norm = sequence_count(batch)
     total, grad = 0.0, torch.zeros_like(theta)
     for part in batch.split(chunk):
         f, g = backend.loss_and_grad(theta, part, norm)
@@ -93,5 +114,5 @@ def chunked_loss_and_grad(backend: CurvatureBackend, theta: Tensor, batch: Batch
 
 def chunked_loss(backend: CurvatureBackend, theta: Tensor, batch: Batch, chunk: int) -> float:
     """Loss of a large batch, ``chunk`` sequences at a time."""
-    norm = scored_count(batch)
+    norm = sequence_count(batch)
     return sum(backend.loss(theta, part, norm) for part in batch.split(chunk))

@@ -29,7 +29,7 @@ from ..linalg.params import ParamLayout
 from ..models.rnn import unroll_states
 from ..tasks.base import Batch
 from .blocking import auto_block
-from .protocol import scored_count, structural_hessian
+from .protocol import sequence_count, structural_hessian
 
 
 def bptt(p: dict[str, Tensor], x: Tensor, h: Tensor, d: Tensor, e_s: Tensor,
@@ -116,7 +116,7 @@ class RNNFastCurvature:
         return batch.split(n) if 0 < n < B else [batch]
 
     def loss(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         p = self.layout.unflatten(theta)
         total = 0.0
         for part in self._blocks(batch):
@@ -125,7 +125,7 @@ class RNNFastCurvature:
         return total
 
     def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         p = self.layout.unflatten(theta)
         total, grad = 0.0, None
         for part in self._blocks(batch):
@@ -137,7 +137,7 @@ class RNNFastCurvature:
         return total, grad
 
     def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         p = self.layout.unflatten(theta.detach().clone())
         blocks, total = [], 0.0
         for part in self._blocks(batch):

@@ -65,10 +65,10 @@ class Adam:
     def step(self, sample: Callable[[int], Batch]) -> AdamStepInfo:
         """Draw a batch, compute the gradient and take one Adam step (unless it is not finite)."""
         o = self.opts
-        f, g, norm, mb = clipped_gradient(self.theta, self.backend, sample, o.batch_size, o.weight_cost, o.clip)
+        g, info = clipped_gradient(self.theta, self.backend, sample, o.batch_size, o.weight_cost, o.clip)
         if g is None:
             self.consecutive_rejections += 1
-            return AdamStepInfo(f, norm, False, "non_finite_gradient", mb)
+            return info
         self.k += 1
         self.m.mul_(o.beta1).add_(g, alpha=1 - o.beta1)
         self.v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
@@ -76,7 +76,7 @@ class Adam:
         v_hat = self.v / (1 - o.beta2 ** self.k)
         self.theta.addcdiv_(m_hat, v_hat.sqrt_().add_(o.eps), value=-o.lr)
         self.consecutive_rejections = 0
-        return AdamStepInfo(f, norm, True, "ok", mb)
+        return info
 
     def state_dict(self) -> dict:
         # On the CPU, so that a checkpoint loads on any device (load_state_dict copies back).

@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from ..curvature.protocol import CurvatureBackend, chunked_loss, chunked_loss_and_grad
+from ..curvature.protocol import CurvatureBackend, chunked_loss, chunked_loss_and_grad, steps_per_sequence
 from ..linalg.cg import cg
 from ..linalg.params import dot64
 from ..tasks.base import Batch
@@ -36,10 +36,6 @@ from .damping import DampingOptions, reduction_ratio, update_damping
 from .search import LineSearchOptions, backtrack, line_search
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MU: float = 0.03
-"""The structural weight mu of the 2011 code (the thesis: 1/30), for every task without a tuned one."""
-
 
 @dataclass
 class CGOptions:
@@ -58,27 +54,14 @@ class CGOptions:
 class StructuralOptions:
     """``structural.*``: the damping term ``lambda mu G_S`` of section 3.2.
 
-    ``mu`` weighs the structural term against the Tikhonov one. ``None`` (the YAML presets) is
-    resolved when a run is built, by :func:`task_structural_mu`: the task's tuned value where it
-    has one (:data:`hfrnn.tasks.pathological.TUNED_STRUCTURAL_MU`), else :data:`DEFAULT_MU`. A number
-    given on the command line always wins. ``scale`` multiplies ``(D o e)'' = 1 - h^2``; 0.25
-    reproduces the released code's form.
+    ``mu`` weighs the structural term against the Tikhonov one: 0.03, the 2011 code's value, on
+    every task (README, "Structural mu"). ``scale`` multiplies ``(D o e)'' = 1 - h^2``; the default
+    0.25 is the released code's form ``0.25 (1 - h^2)``, so ``mu`` means what it means there.
     """
 
     enabled: bool = True
-    mu: Optional[float] = DEFAULT_MU
-    scale: float = 1.0
-
-
-def task_structural_mu(task_name: str) -> float:
-    """The task's tuned mu, else :data:`DEFAULT_MU` (what ``structural.mu: null`` stands for).
-
-    The paper says mu "requires some tuning"; only tasks where a measured run showed the default
-    to fail carry a tuned value (the two memorization tasks; README, "20-bit memorization").
-    """
-    from ..tasks.pathological import TUNED_STRUCTURAL_MU
-
-    return TUNED_STRUCTURAL_MU.get(task_name, DEFAULT_MU)
+    mu: float = 0.03
+    scale: float = 0.25
 
 
 @dataclass
@@ -139,6 +122,7 @@ class HFStepInfo:
     minibatches: float        # gradient and curvature products this iteration
     forward_evals: float      # forward-only evaluations this iteration
     grad_norm: float
+    steps_per_sequence: float = 1.0  # mean scored steps per gradient-batch sequence (display unit)
 
 
 def _finite(x: Tensor) -> bool:
@@ -156,8 +140,6 @@ class HessianFree:
     """
 
     def __init__(self, theta: Tensor, backend: CurvatureBackend, opts: HFOptions, initial_damping: float) -> None:
-        if opts.structural.enabled and opts.structural.mu is None:
-            raise ValueError("structural.mu is None: resolve it for the task first (task_structural_mu)")
         self.theta = theta
         self.backend = backend
         self.opts = opts
@@ -195,7 +177,8 @@ class HessianFree:
         f0, g = self._f_and_g(theta, g_batch)
         info = dict(damping=self.damping, damping_next=self.damping, rho=None, cg_iters=0, cg_chosen_iter=0,
                     cg_stop="", step_size=0.0, loss_before=f0, loss_after=f0, accepted=False, reason="ok",
-                    minibatches=g_batch.size / unit, forward_evals=0.0, grad_norm=float(g.norm()))
+                    minibatches=g_batch.size / unit, forward_evals=0.0, grad_norm=float(g.norm()),
+                    steps_per_sequence=steps_per_sequence(g_batch))
         if not (math.isfinite(f0) and _finite(g)):
             return self._reject(info, "non_finite_gradient")
 

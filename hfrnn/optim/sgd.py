@@ -46,14 +46,14 @@ class SGD:
 
     def step(self, sample: Callable[[int], Batch]) -> SGDStepInfo:
         o = self.opts
-        f, g, norm, mb = clipped_gradient(self.theta, self.backend, sample, o.batch_size, o.weight_cost, o.clip)
+        g, info = clipped_gradient(self.theta, self.backend, sample, o.batch_size, o.weight_cost, o.clip)
         if g is None:
             self.consecutive_rejections += 1
-            return SGDStepInfo(f, norm, False, "non_finite_gradient", mb)
+            return info
         self.velocity.mul_(o.momentum).add_(g, alpha=-o.lr)
         self.theta.add_(self.velocity)
         self.consecutive_rejections = 0
-        return SGDStepInfo(f, norm, True, "ok", mb)
+        return info
 
     def state_dict(self) -> dict:
         return {"velocity": self.velocity.detach().cpu().clone(), "consecutive_rejections": self.consecutive_rejections}

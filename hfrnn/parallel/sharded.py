@@ -1,6 +1,6 @@
 """A curvature backend that shards every batch across processes and sums with all-reduce.
 
-Every quantity HF needs is a sum over sequences divided by the whole batch's scored-step count
+Every quantity HF needs is a sum over sequences divided by the whole batch's number of sequences
 ``n`` (``hfrnn.curvature.protocol``)::
 
     f(theta) = (1/n) sum_b l_b,    g = (1/n) sum_b grad l_b,    G v = (1/n) sum_b J_b^T H_b J_b v
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..curvature.protocol import CurvatureBackend, scored_count
+from ..curvature.protocol import CurvatureBackend, sequence_count
 from ..tasks.base import Batch
 from . import dist
 
@@ -59,12 +59,12 @@ class ShardedBackend:
         return float(dist.all_reduce_sum(torch.tensor([x], dtype=torch.float64, device=like.device)))
 
     def loss(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         part = self.shard(batch)
         return self._sum(0.0 if part is None else self.inner.loss(theta, part, norm), theta)
 
     def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         part = self.shard(batch)
         if self.world == 1:
             return self.inner.loss_and_grad(theta, part, norm)
@@ -75,7 +75,7 @@ class ShardedBackend:
         return float(buf[-1]), buf[:-1].to(g.dtype)
 
     def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
-        norm = scored_count(batch) if norm is None else norm
+        norm = sequence_count(batch) if norm is None else norm
         part = self.shard(batch)
         self._prepared_empty = part is None
         return self._sum(0.0 if part is None else self.inner.prepare(theta, part, norm), theta)

@@ -8,7 +8,8 @@ prediction is wrong (``specs/tasks.md``). Every tensor is time-major:
 * ``mask``    ``[T, B]``        1 where the target enters the loss
 * ``score_mask`` ``[T, B]``     1 where the target decides right or wrong (often ``mask``)
 
-The loss is averaged over the scored steps: ``L = sum_{t,b} mask * l(s_tb, y_tb) / sum(mask)``.
+The objective is the paper's (section 2): each sequence's loss is summed over its scored steps,
+and the objective averages over sequences: ``L = sum_{t,b} mask * l(s_tb, y_tb) / B``.
 """
 from __future__ import annotations
 

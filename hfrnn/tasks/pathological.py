@@ -75,7 +75,6 @@ __all__ = [
     "TemporalOrderTask",
     "RandomPermutationTask",
     "MemorizationTask",
-    "TUNED_STRUCTURAL_MU",
 ]
 
 PATHOLOGICAL_TASKS: tuple[str, ...] = (
@@ -94,12 +93,6 @@ TEST_SEED: int = 2**40 + 12345
 
 REAL_TOLERANCE: float = 0.04
 """A real-valued prediction is wrong when its absolute error exceeds this."""
-
-TUNED_STRUCTURAL_MU: dict[str, float] = {"memorization": 0.3, "memorization_20bit": 0.3}
-"""HF's structural weight mu where the default 0.03 was measured to fail (``optimizer.structural.mu:
-null`` picks it up; an explicit mu wins). With mu = 0.03, 20-bit memorization at T=30 was still
-100% wrong after 27,230 minibatches and 5-bit memorization at T=100 was 47% wrong after 6,269;
-with mu = 0.3 the same seeds solve them in 18,525 and 4,792 (README, "20-bit memorization")."""
 
 _DEFAULT_OPTIONS: dict[str, Any] = {
     "variable_length": None,

@@ -7,7 +7,6 @@ changing the data stream never changes the initial network and vice versa.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import torch
 
@@ -18,7 +17,7 @@ from ..linalg.params import ParamLayout
 from ..models.lstm import LSTM
 from ..models.rnn import RNN
 from ..optim.adam import Adam, AdamOptions
-from ..optim.hessian_free import HessianFree, HFOptions, task_structural_mu
+from ..optim.hessian_free import HessianFree, HFOptions
 from ..optim.sgd import SGD, SGDOptions
 from ..parallel.sharded import shard_if_distributed
 from ..tasks.base import Task
@@ -90,8 +89,6 @@ def initial_damping(opts: HFOptions, task: Task, T: int) -> float:
 def make_optimizer(cfg: TrainConfig, theta: torch.Tensor, backend, task: Task):
     opt = cfg.optimizer
     if isinstance(opt, HFOptions):
-        if opt.structural.mu is None:  # a TrainConfig built without the CLI's resolve_task_defaults
-            opt = replace(opt, structural=replace(opt.structural, mu=task_structural_mu(task.name)))
         return HessianFree(theta, backend, opt, initial_damping(opt, task, cfg.T))
     if isinstance(opt, SGDOptions):
         return SGD(theta, backend, opt)

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from .. import losses
-from ..curvature.protocol import scored_count
+from ..curvature.protocol import sequence_count, steps_per_sequence
 from ..tasks.base import Batch, Task
 
 
@@ -15,10 +15,12 @@ def evaluate(outputs_fn, theta: Tensor, task: Task, test: Batch, chunk: int) -> 
     Args:
         outputs_fn: ``(theta, x [T, B, n]) -> s [T, B, K]``.
     Returns:
-        ``test_loss`` (mean over scored steps), ``test_error_rate`` (fraction of wrong sequences,
+        ``test_loss`` (the paper's objective: summed over scored steps, mean over sequences),
+        ``test_loss_per_step`` (the same divided by the mean scored steps per sequence, a display
+        unit comparable across T), ``test_error_rate`` (fraction of wrong sequences,
         pathological tasks) and any ``extra_metrics`` of the task (averaged over chunks by size).
     """
-    norm = scored_count(test)
+    norm = sequence_count(test)
     loss_sum, n_wrong, chunks = 0.0, 0, []
     with torch.no_grad():
         for part in test.split(chunk):
@@ -27,7 +29,7 @@ def evaluate(outputs_fn, theta: Tensor, task: Task, test: Batch, chunk: int) -> 
             n_wrong += int(task.wrong(s, part).sum())
             chunks.append(task.extra_metrics(s, part))
     extras = combine_chunks(chunks)
-    out = {"test_loss": loss_sum}
+    out = {"test_loss": loss_sum, "test_loss_per_step": loss_sum / steps_per_sequence(test)}
     if task.has_success_rule:
         out["test_error_rate"] = n_wrong / test.size
     out.update({f"test_{k}": v for k, v in extras.items()})

@@ -38,6 +38,8 @@ from .records import MetricsWriter, write_json_atomic
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+LOSS_UNIT = ("train_loss, test_loss: per sequence (the paper's objective: summed over scored steps, mean over "
+             "sequences); *_loss_per_step: the same divided by the mean scored steps per sequence")
 
 
 class _Interrupted(Exception):
@@ -199,6 +201,8 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
             else:
                 rec.update(train_loss=info.loss_before, grad_norm=info.grad_norm, accepted=info.accepted,
                            reason=info.reason)
+            # train_loss is the paper's objective (per sequence); the per-step mean is for display.
+            rec["train_loss_per_step"] = rec["train_loss"] / info.steps_per_sequence
             due = counters["minibatches"] - counters["last_eval_minibatches"] >= cfg.eval.every_minibatches
             if due:
                 if main:
@@ -211,7 +215,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
                        rejected_steps=counters["rejected_steps"], wall_s=round(counters["wall_s"], 3))
             metrics.write(rec)
             if due or (cfg.log_every and counters["iteration"] % cfg.log_every == 0):
-                log.info("it %d  loss %.4g  test_err %s  minibatches %.0f  %.0fs%s", counters["iteration"],
+                log.info("it %d  loss/seq %.4g  test_err %s  minibatches %.0f  %.0fs%s", counters["iteration"],
                          rec["train_loss"], f"{last_test.get('test_error_rate', float('nan')):.4f}",
                          counters["minibatches"], counters["wall_s"],
                          f"  lambda {rec['lambda']:.3g} rho {rec['rho']} cg {rec['cg_iters']}"
@@ -260,7 +264,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         "seed": cfg.seed, "status": status, "success": status == "solved", "message": message,
         "iterations": counters["iteration"], "minibatches": counters["minibatches"],
         "forward_evals": counters["forward_evals"], "rejected_steps": counters.get("rejected_steps", 0),
-        "wall_s": round(counters["wall_s"], 3), "n_params": layout.numel, **last_test,
+        "wall_s": round(counters["wall_s"], 3), "n_params": layout.numel, "loss_unit": LOSS_UNIT, **last_test,
         "hfrnn_version": __version__, "hfrnn_source": source_revision(), "machine": machine_info(device), "config": resolved_config,
     }
     write_json_atomic(run_dir / "result.json", result)
