@@ -208,7 +208,8 @@ def test_table1_csv_means_equal_hand_computed(sweep, tmp_path):
     assert float(hf["per_step_mean"]) == pytest.approx(13.0, rel=1e-5)
     assert float(hf["per_step_std"]) == pytest.approx(statistics.stdev(per_frame), rel=1e-5)
     assert float(hf["per_sequence_mean"]) == pytest.approx(13.0 * 29, rel=1e-5)  # 29,000 frames / 1,000 windows
-    assert float(hf["test_loss_mean"]) == pytest.approx(0.7, rel=1e-5)
+    # hfrnn 0.1.0 recorded test_loss per frame: the report converts it to per sequence (x N / S)
+    assert float(hf["test_loss_mean"]) == pytest.approx(0.7 * 29, rel=1e-5)
     assert float(hf["minibatches_mean"]) == pytest.approx(500.0)
     assert float(hf["wall_s_mean"]) == pytest.approx(370.333333, rel=1e-5)
     assert hf["n_params"] == "225825" and float(hf["max_wall_s"]) == 360.0
@@ -220,7 +221,7 @@ def test_table1_csv_means_equal_hand_computed(sweep, tmp_path):
     assert (int(gd["n_incomplete"]), int(gd["n_crashed"])) == (2, 1)  # no result.json + interrupted; error
     assert float(gd["per_step_mean"]) == pytest.approx(25.0, rel=1e-5)
     assert float(gd["per_sequence_mean"]) == pytest.approx(25.0 * 29, rel=1e-5)
-    assert float(gd["test_loss_mean"]) == pytest.approx(1.5) and float(gd["minibatches_mean"]) == pytest.approx(60.0)
+    assert float(gd["test_loss_mean"]) == pytest.approx(1.5 * 29) and float(gd["minibatches_mean"]) == pytest.approx(60.0)
     assert float(gd["paper_this_arm"]) == 35 and gd["n_params"] == "272865"
 
     small = _row(rows, "bouncing_balls", "rnn 100", "hf")
@@ -275,3 +276,11 @@ def test_report_does_not_import_torch_or_hydra():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
+
+
+def test_test_loss_is_reported_per_sequence_whatever_the_version():
+    from hfrnn.report.table1 import test_loss_per_sequence
+    new = {"test_loss": 58.0, "loss_unit": "per sequence", "test_frames": 290.0, "test_sequences": 10.0}
+    old = {"test_loss": 2.0, "test_frames": 290.0, "test_sequences": 10.0}  # hfrnn < 0.3: per frame
+    assert test_loss_per_sequence(new) == 58.0 and test_loss_per_sequence(old) == pytest.approx(58.0)
+    assert test_loss_per_sequence({"test_loss": 2.0}) != test_loss_per_sequence({"test_loss": 2.0})  # nan: unknown

@@ -170,6 +170,20 @@ def row_key(run: Run) -> tuple[str, str, int, str, str, str]:
             run.T if run.T is not None else -1, model_label(run, cfg), run.optimizer or "?", options)
 
 
+def test_loss_per_sequence(result: dict) -> float:
+    """The test objective in the paper's unit (summed over a window's predicted frames, mean over windows).
+
+    hfrnn >= 0.3 records it as ``test_loss`` (``result.json`` says so in ``loss_unit``); earlier
+    versions recorded the mean over predicted frames, converted here with the run's frame and
+    window counts.
+    """
+    loss = as_float(result.get("test_loss"))
+    if "loss_unit" in result:
+        return loss
+    frames, seqs = as_float(result.get("test_frames")), as_float(result.get("test_sequences"))
+    return loss * frames / seqs if finite(frames) and finite(seqs) and seqs else math.nan
+
+
 def build(runs: list[Run]) -> list[Row]:
     """The rows of Table 1 from every natural-task run in ``runs`` (others are ignored)."""
     groups: dict[tuple, list[Run]] = {}
@@ -190,7 +204,7 @@ def build(runs: list[Run]) -> list[Row]:
         get = lambda key: [as_float(r.result.get(key)) for r in done]  # noqa: E731
         row.per_step_mean, row.per_step_std = _mean_std(get(f"test_{row.per_step_key}"))
         row.per_sequence_mean, row.per_sequence_std = _mean_std(get(f"test_{row.per_sequence_key}"))
-        row.test_loss_mean = _mean_std(get("test_loss"))[0]
+        row.test_loss_mean = _mean_std([test_loss_per_sequence(r.result) for r in done])[0]
         row.minibatches_mean = _mean_std(get("minibatches"))[0]
         row.iterations_mean = _mean_std(get("iterations"))[0]
         row.wall_s_mean = _mean_std(get("wall_s"))[0]
@@ -243,8 +257,8 @@ def render(rows: list[Row]) -> str:
              "Our measures beside the paper's numbers (Martens & Sutskever 2011, Table 1; the paper does not "
              "define their units, so compare our two arms row against row, not our numbers against the paper's). "
              "Means ± standard deviation over the counted runs (seeds); definitions below the table.", "",
-             "| task | data | T | model | optimizer | runs | measure | per frame / step | per sequence "
-             "| paper, this arm | paper RNN+HF / LSTM+GD | test loss | minibatches | wall (s) | params |",
+             "| task | data | T | model | optimizer | runs | measure | per sequence | per frame / step "
+             "| paper, this arm | paper RNN+HF / LSTM+GD | test loss per sequence | minibatches | wall (s) | params |",
              "|---|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         runs = f"{r.n_runs}" + "".join(f", {n} {what}" for n, what in ((r.n_diverged, "diverged"),
@@ -252,7 +266,7 @@ def render(rows: list[Row]) -> str:
         opt = r.optimizer + (f" ({r.options})" if r.options else "")
         lines.append(
             f"| {r.task} | `{r.data}` | {r.T} | {r.model} | {opt} | {runs} | {MEASURE_NAMES[r.measure]} "
-            f"| {_pm(r.per_step_mean, r.per_step_std)} | {_pm(r.per_sequence_mean, r.per_sequence_std)} "
+            f"| {_pm(r.per_sequence_mean, r.per_sequence_std)} | {_pm(r.per_step_mean, r.per_step_std)} "
             f"| {_fmt(r.paper_this_arm, 'g') or '–'} | {r.paper_rnn_hf:g} / {r.paper_lstm_gd:g} "
             f"| {_fmt(r.test_loss_mean) or '–'} | {_count(r.minibatches_mean)} "
             f"| {_fmt(r.wall_s_mean, ',.0f') or '–'} | {r.n_params or '–'} |")
@@ -266,16 +280,17 @@ def side_by_side(rows: list[Row]) -> list[str]:
     for key in sorted({(r.task, r.data, r.T) for r in rows}, key=lambda k: (NATURAL_TASKS.index(k[0]), k[1:])):
         arms: dict[str, Row] = {}  # the first row of each paper arm (rows are sorted)
         for r in rows:
-            if (r.task, r.data, r.T) == key and r.arm and math.isfinite(r.per_step_mean):
+            if (r.task, r.data, r.T) == key and r.arm and math.isfinite(r.per_sequence_mean):
                 arms.setdefault(r.arm, r)
         if len(arms) < 2:
             continue
         hf, gd = arms["RNN+HF"], arms["LSTM+GD"]
         higher_better = hf.measure == "log_lik"
-        hf_wins = hf.per_step_mean > gd.per_step_mean if higher_better else hf.per_step_mean < gd.per_step_mean
+        hf_wins = (hf.per_sequence_mean > gd.per_sequence_mean if higher_better
+                   else hf.per_sequence_mean < gd.per_sequence_mean)
         paper_hf, paper_gd = PAPER[key[0]]
-        out.append(f"- {key[0]} (`{key[1]}`, T={key[2]}): RNN+HF {hf.per_step_mean:.4g} vs LSTM+GD "
-                   f"{gd.per_step_mean:.4g} per {'step' if higher_better else 'frame'} "
+        out.append(f"- {key[0]} (`{key[1]}`, T={key[2]}): RNN+HF {hf.per_sequence_mean:.4g} vs LSTM+GD "
+                   f"{gd.per_sequence_mean:.4g} per sequence "
                    f"({'higher' if higher_better else 'lower'} is better): "
                    f"**{'RNN+HF' if hf_wins else 'LSTM+GD'}** is better here; the paper: RNN+HF {paper_hf:g} vs "
                    f"LSTM+GD {paper_gd:g}. Wall clock {hf.wall_s_mean:,.0f} s vs {gd.wall_s_mean:,.0f} s per run.")
@@ -299,8 +314,10 @@ def definitions(rows: list[Row]) -> list[str]:
            "hidden state, so each transition of the test split is predicted exactly once; a full window holds "
            "`T - 1` predictions (a sequence's last window may hold fewer, zero-padded and masked). The paper's "
            "\"per sequence of length T\" corresponds to our per-sequence value.",
-           "- *test loss*: the training objective on the test set (mean over predicted frames: cross-entropy "
-           "summed over units for logistic outputs, half the squared error for linear outputs); *minibatches*: "
+           "- *test loss per sequence*: the training objective on the test set in the paper's unit (section 2): "
+           "summed over a window's predicted frames (cross-entropy summed over units for logistic outputs, half "
+           "the squared error for linear outputs), mean over windows; runs of hfrnn < 0.3 recorded the mean over "
+           "frames, converted with `N / S`; *minibatches*: "
            "work in the paper's unit (1,000 sequences through a gradient or a curvature product); *wall*: "
            "seconds of training including evaluations.", "",
            "Computed over:", ""]
