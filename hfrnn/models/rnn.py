@@ -25,6 +25,70 @@ from torch import Tensor, nn
 PARAM_NAMES = ("W_hx", "W_hh", "b_h", "b_init", "W_yh", "b_y")
 
 
+def state_buffer(x: Tensor, hidden: int, extra: int = 0, steps: int | None = None) -> Tensor:
+    """The forward pass's working buffer ``Z`` ``[steps + 1, B, n + 2 + hidden + extra]``.
+
+    Row ``i`` holds everything that multiplies a weight at step ``i``, side by side::
+
+        Z[i] = [ x_i (n) | [i == 0] | 1 | h_{i-1} (hidden) | extra ]
+
+    so that one matrix product per step, ``Z[i, :, :n+2+H] @ [W_hx | b_init | b_h | W_hh]^T``,
+    forms the whole pre-activation ``t_i`` (input term, both biases and the recurrence) and writes
+    ``h_i`` straight into row ``i + 1``. The narrow input term then costs ``n`` more columns of a
+    product the step runs anyway instead of a skinny product of its own over all steps, and the
+    backward pass gets every hidden-side weight gradient from one product per step,
+    ``dt_i^T Z[i]``. ``[1 | h_i]`` (columns ``n + 1`` on) is the output layer's input. Row 0's
+    ``h`` and ``extra`` columns are zero (``h_{-1}`` does not exist; ``b_init`` replaces it); the
+    ``extra`` columns of later rows are left for the caller (the curvature product keeps ``R h``
+    there). ``steps`` (default ``T``) may stop the pass early.
+    """
+    T, B, n = x.shape
+    steps = T if steps is None else steps
+    Z = torch.empty(steps + 1, B, n + 2 + hidden + extra, dtype=x.dtype, device=x.device)
+    m = min(steps + 1, T)
+    Z[:m, :, :n] = x[:m]
+    Z[m:, :, :n] = 0
+    Z[:, :, n] = 0
+    Z[0, :, n] = 1
+    Z[:, :, n + 1] = 1
+    Z[0, :, n + 2:] = 0
+    return Z
+
+
+def hidden_weights(p: dict[str, Tensor]) -> Tensor:
+    """``[W_hx | b_init | b_h | W_hh]`` ``[H, n + 2 + H]``: the weights of a row of :func:`state_buffer`."""
+    return torch.cat([p["W_hx"], p["b_init"][:, None], p["b_h"][:, None], p["W_hh"]], 1)
+
+
+def output_weights(p: dict[str, Tensor]) -> Tensor:
+    """``[b_y | W_yh]`` ``[K, 1 + H]``: the weights of ``[1 | h_i]``."""
+    return torch.cat([p["b_y"][:, None], p["W_yh"]], 1)
+
+
+def run_states(Z: Tensor, W: Tensor, steps: int, t: Tensor | None = None,
+               W_out: Tensor | None = None, pos: list[int] | None = None, s: Tensor | None = None) -> None:
+    """Equations 1-2 in place in a :func:`state_buffer`: ``h_i`` into ``Z[i + 1]`` for ``i < steps``.
+
+    One matrix product and one ``tanh`` per step, both on ``[B, H]`` slices that stay in cache.
+    With ``t`` ``[steps, B, H]`` the pre-activations are copied there too (same arithmetic).
+    With ``W_out`` (:func:`output_weights`), ``pos`` (per step: its index among the steps wanted,
+    or -1) and ``s`` ``[S, B, K]``, equation 3 is run at the wanted steps only, while ``h_i`` is
+    still in cache: ``s[pos[i]] = [1 | h_i] @ W_out^T``.
+    """
+    H = W.shape[0]
+    a = W.shape[1] - H  # n + 2: the columns before h
+    W_t = W.t()
+    W_out_t = None if W_out is None else W_out.t()
+    for i in range(steps):
+        h_i = Z[i + 1, :, a:a + H]
+        torch.mm(Z[i, :, :a + H], W_t, out=h_i)
+        if t is not None:
+            t[i].copy_(h_i)
+        h_i.tanh_()
+        if W_out_t is not None and pos[i] >= 0:
+            torch.mm(Z[i + 1, :, a - 1:a + H], W_out_t, out=s[pos[i]])
+
+
 def unroll(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Run equations 1-3 over a batch.
 
@@ -35,38 +99,29 @@ def unroll(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     Returns:
         ``(s, t, h)``: ``[T, B, K]``, ``[T, B, H]``, ``[T, B, H]``.
     """
-    T, B, _ = x.shape
+    T, B, n = x.shape
     H = p["W_hh"].shape[0]
-    # The input drive of all steps in one matrix product; the loop keeps only the recurrence.
-    a = torch.addmm(p["b_h"], x.reshape(T * B, -1), p["W_hx"].t()).view(T, B, H)
-    t = torch.empty_like(a)
-    h = torch.empty_like(a)
-    W_hh_t = p["W_hh"].t()
-    torch.add(a[0], p["b_init"], out=t[0])
-    torch.tanh(t[0], out=h[0])
-    for i in range(1, T):
-        torch.addmm(a[i], h[i - 1], W_hh_t, out=t[i])
-        torch.tanh(t[i], out=h[i])
-    s = torch.addmm(p["b_y"], h.view(T * B, H), p["W_yh"].t()).view(T, B, -1)
-    return s, t, h
+    Z = state_buffer(x, H)
+    t = torch.empty(T, B, H, dtype=x.dtype, device=x.device)
+    run_states(Z, hidden_weights(p), T, t)
+    out = Z[1:, :, n + 1:]  # [1 | h_i] for every step
+    s = (out.reshape(T * B, H + 1) @ output_weights(p).t()).view(T, B, -1)
+    return s, t, Z[1:, :, n + 2:].contiguous()
 
 
 def unroll_states(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`unroll` without the pre-activations: ``(s [T, B, K], h [T, B, H])``.
 
-    Each step's pre-activation is formed in ``h[i]`` and squashed there in place, so the pass
-    keeps one ``[T, B, H]`` tensor instead of three (the input drive, ``t`` and ``h``); the
-    smaller working set is what keeps a cache-sized block in cache (``hfrnn.curvature.blocking``).
+    Works in one :func:`state_buffer`: each step is one matrix product written straight into the
+    next row and squashed there in place (no separate input-drive or pre-activation tensors).
+    ``h`` is returned as a view into that buffer (not contiguous).
     """
-    T, B, _ = x.shape
+    T, B, n = x.shape
     H = p["W_hh"].shape[0]
-    h = torch.addmm(p["b_h"], x.reshape(T * B, -1), p["W_hx"].t()).view(T, B, H)
-    W_hh_t = p["W_hh"].t()
-    h[0].add_(p["b_init"]).tanh_()
-    for i in range(1, T):
-        h[i].addmm_(h[i - 1], W_hh_t).tanh_()
-    s = torch.addmm(p["b_y"], h.view(T * B, H), p["W_yh"].t()).view(T, B, -1)
-    return s, h
+    Z = state_buffer(x, H)
+    run_states(Z, hidden_weights(p), T)
+    s = (Z[1:, :, n + 1:].reshape(T * B, H + 1) @ output_weights(p).t()).view(T, B, -1)
+    return s, Z[1:, :, n + 2:]
 
 
 def unroll_autograd(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
