@@ -77,115 +77,122 @@ class ScoredSteps:
 
 
 def forward_block(p: dict[str, Tensor], x: Tensor, sc: ScoredSteps, extra: int = 0) -> tuple[Tensor, Tensor]:
-    """Forward pass up to the last scored step: the state buffer and ``s`` at the scored steps."""
+    """Forward pass up to the last scored step: the state buffer and ``s`` ``[S, K, B]`` at the
+    scored steps."""
     H = p["W_hh"].shape[0]
     Z = state_buffer(x, H, extra, sc.n_steps)
-    s = x.new_empty(len(sc.steps), x.shape[1], p["W_yh"].shape[0])
+    s = x.new_empty(len(sc.steps), p["W_yh"].shape[0], x.shape[1])
     run_states(Z, hidden_weights(p), sc.n_steps, W_out=output_weights(p), pos=sc.pos, s=s)
     return Z, s
 
 
-def r_forward_steps(Z: Tensor, d: Tensor, V: Tensor, V_out: Tensor, pos: list[int], Rs: Tensor,
-                    Rt: Tensor | None = None) -> None:
-    """The R-forward loop in place: ``R h_i`` into the last ``H`` columns of ``Z[i + 1]``.
+_tanh_backward = torch.ops.aten.tanh_backward.grad_input  # out = grad * (1 - h^2), one kernel
+
+
+def r_forward_steps(Z: Tensor, V: Tensor, V_out: Tensor, pos: list[int], Rs: Tensor,
+                    Rt: Tensor | None = None, valid: Tensor | None = None,
+                    full: list[bool] | None = None) -> None:
+    """The R-forward loop in place: ``R h_i`` into the last ``H`` rows of ``Z[i + 1]``.
 
     Args:
-        Z: state buffer ``[steps + 1, B, n + 2 + 2H]`` holding ``h`` (and zero ``R h`` in row 0).
-        d: ``1 - h^2`` ``[steps, B, H]``.
+        Z: state buffer ``[steps + 1, n + 2 + 2H, B]`` holding ``h`` (and zero ``R h`` in ``Z[0]``).
         V: ``[V_hx | v_init | v_bh | V_hh | W_hh]`` ``[H, n + 2 + 2H]``.
         V_out: ``[v_by | V_yh | W_yh]`` ``[K, 1 + 2H]``.
-        pos: per step, its row in ``Rs`` ``[S, B, K]`` (or -1: not wanted).
-        Rt: optional ``[steps, B, H]`` that receives ``R t``.
+        pos: per step, its index in ``Rs`` ``[S, K, B]`` (or -1: not wanted).
+        Rt: optional ``[steps, H, B]`` that receives ``R t`` (times ``valid`` ``[steps, 1, B]``
+            at the steps where ``full`` is False, when given).
     """
-    H = d.shape[-1]
-    A = Z.shape[-1] - H  # n + 2 + H: the columns before R h
+    H = V.shape[0]
+    steps = len(pos)
+    A = Z.shape[1] - H  # n + 2 + H: the rows before R h
     a = A - H
-    V_t, V_out_t = V.t(), V_out.t()
-    rt = Z.new_empty(Z.shape[1], H)
-    for i in range(len(pos)):
-        r = rt if Rt is None else Rt[i]
-        torch.mm(Z[i], V_t, out=r)
-        torch.mul(r, d[i], out=Z[i + 1, :, A:])
+    ins = Z[:steps].unbind(0)
+    hs = Z[1:steps + 1, a:A].unbind(0)
+    rhs = Z[1:steps + 1, A:].unbind(0)
+    outs = Z[1:steps + 1, a - 1:].unbind(0)  # [1 ; h_i ; R h_i]
+    rts = [Z.new_empty(H, Z.shape[2])] * steps if Rt is None else Rt.unbind(0)
+    vs = valid.unbind(0) if valid is not None else None
+    mm, tanh_bw = torch.mm, _tanh_backward
+    for i in range(steps):
+        r = rts[i]
+        mm(V, ins[i], out=r)
+        tanh_bw(r, hs[i], grad_input=rhs[i])
         if pos[i] >= 0:
-            torch.mm(Z[i + 1, :, a - 1:], V_out_t, out=Rs[pos[i]])
+            mm(V_out, outs[i], out=Rs[pos[i]])
+        if vs is not None and not full[i]:
+            r.mul_(vs[i])
 
 
 def bptt_steps(Z: Tensor, ES: Tensor, pos: list[int], W_hh: Tensor, W_back: Tensor, acc: Tensor,
-               d: Tensor | None = None, c: float = 0.0, cv: Tensor | None = None,
-               full: list[bool] | None = None) -> None:
+               c: float = 0.0, Rt: Tensor | None = None) -> None:
     """Backpropagation through time, accumulating every weight gradient into ``acc``.
 
     Args:
-        Z: state buffer (rows ``[x_i | [i == 0] | 1 | h_{i-1} | (R h_{i-1})]``).
-        ES: ``[S, B, H + K]``; ``ES[j, :, H:]`` holds the output error at the ``j``-th scored step
-            and ``ES[S - 1, :, :H]`` must be zero; the loop writes ``dt_{i+1}`` into
-            ``ES[pos[i], :, :H]`` so that one product handles both.
+        Z: state buffer (``Z[i] = [x_i ; [i == 0] ; 1 ; h_{i-1} ; (R h_{i-1})]``, ``[., B]``).
+        ES: ``[S, H + K, B]``; ``ES[j, H:]`` holds the output error at the ``j``-th scored step
+            and ``ES[S - 1, :H]`` must be zero; the loop writes ``dt_{i+1}`` into
+            ``ES[pos[i], :H]`` so that one product handles both.
         pos: per step up to the last scored one, its index in ``ES`` (or -1).
         W_hh: ``[H, H]``; W_back: ``[W_hh ; W_yh]`` ``[H + K, H]``.
-        acc: ``[H + K, n + 2 + H]`` accumulator; receives ``[dt_i | e_s_{i-1}]^T Z[i]`` summed.
-        d: ``1 - h^2`` ``[steps, B, H]`` (curvature product), or None to form it from ``h`` in
-            ``Z`` (gradient).
-        c, cv, full: structural damping (product only): ``e_t_i = c valid_i R h_i``; ``cv``
-            ``[steps, B, 1]`` is ``c * valid`` and ``full[i]`` says that step ``i`` is valid for
-            every sequence (then ``c`` is used alone).
+        acc: ``[H + K, n + 2 + H]`` accumulator; receives ``[dt_i ; e_s_{i-1}] Z[i]^T`` summed.
+        c, Rt: structural damping (product only): ``e_t_i = c valid_i R h_i
+            = (1 - h_i^2) * c valid_i R t_i``, so the error at ``t_i`` is
+            ``(1 - h_i^2) * (c Rt_i + W_hh^T dt_{i+1} + W_yh^T e_s_i)``, with ``Rt`` ``[steps, H, B]``
+            already multiplied by ``valid``; the ``c Rt_i`` term rides on the step's ``addmm``.
     """
     H = W_hh.shape[0]
     A = acc.shape[1]
     a = A - H
-    B = Z.shape[1]
-    dh = Z.new_empty(B, H)
-    P = Z.new_empty(B, H)  # dt_{i+1} when step i is not scored
-    tmp = Z.new_empty(B, H) if d is None else None
+    B = Z.shape[2]
+    steps = len(pos)
+    if not steps:
+        return
+    dh = Z.new_empty(H, B) if Rt is None or not c else None
+    P = Z.new_empty(H, B)  # dt_{i+1} when step i is not scored
     acc_h = acc[:H]
-    for i in range(len(pos) - 1, -1, -1):
-        row = Z[i + 1, :, :A]
+    W_hh_t, W_back_t = W_hh.t(), W_back.t()
+    rows = [r.t() for r in Z[1:steps + 1, :A].unbind(0)]  # row i: Z[i + 1]^T
+    ess = ES.unbind(0)
+    dts = ES[:, :H].unbind(0)
+    hs = Z[1:steps + 1, a:A].unbind(0)
+    rts = Rt.unbind(0) if c else None
+    mm, tanh_bw = torch.mm, _tanh_backward
+    for i in range(steps - 1, -1, -1):
         j = pos[i]
-        if j >= 0:
-            cur = ES[j]
-            torch.mm(cur, W_back, out=dh)
-            acc.addmm_(cur.t(), row)
-        else:
-            torch.mm(P, W_hh, out=dh)
-            acc_h.addmm_(P.t(), row)
-        tgt = ES[pos[i - 1], :, :H] if i > 0 and pos[i - 1] >= 0 else P
-        if d is None:  # dt_i = dh_i * (1 - h_i^2)
-            h_i = Z[i + 1, :, a:A]
-            torch.mul(dh, h_i, out=tmp)
-            torch.addcmul(dh, tmp, h_i, value=-1, out=tgt)
-        elif not c:
-            torch.mul(dh, d[i], out=tgt)
-        else:
-            dh.mul_(d[i])
-            Rh_i = Z[i + 1, :, A:]
-            if full[i]:
-                torch.add(dh, Rh_i, alpha=c, out=tgt)
-            else:
-                torch.addcmul(dh, Rh_i, cv[i], out=tgt)
-    if pos:
-        acc_h.addmm_(P.t(), Z[0, :, :A])
+        cur, W = (ess[j], W_back_t) if j >= 0 else (P, W_hh_t)
+        if rts is None:
+            e = dh
+            mm(W, cur, out=e)
+        else:  # in place: R t_i is not needed after this step
+            e = rts[i].addmm_(W, cur, beta=c)
+        (acc if j >= 0 else acc_h).addmm_(cur, rows[i])
+        tanh_bw(e, hs[i], grad_input=dts[pos[i - 1]] if i > 0 and pos[i - 1] >= 0 else P)
+    acc_h.addmm_(P, Z[0, :A].t())
 
 
 def error_buffer(e_s: Tensor, H: int) -> Tensor:
-    """``[S, B, H + K]`` with ``e_s`` in the last ``K`` columns and zero ``dt`` at the last scored step."""
+    """``[S, H + K, B]`` with ``e_s`` ``[S, B, K]`` in the last ``K`` rows and zero ``dt`` at the
+    last scored step."""
     S, B, K = e_s.shape
-    ES = e_s.new_empty(S, B, H + K)
-    ES[:, :, H:] = e_s
-    ES[-1, :, :H] = 0
+    ES = e_s.new_empty(S, H + K, B)
+    ES[:, H:] = e_s.transpose(1, 2)
+    ES[-1, :H] = 0
     return ES
 
 
 def r_forward(p: dict[str, Tensor], v: dict[str, Tensor], x: Tensor, h: Tensor,
-              d: Tensor) -> tuple[Tensor, Tensor]:
+              d: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The R-operator forward pass: ``(R s [T, B, K], R t [T, B, H])`` along direction ``v``, at
-    every step (the backend itself runs it at the scored steps only)."""
+    every step (the backend itself runs it at the scored steps only). ``d = 1 - h^2`` is formed
+    from ``h`` inside the loop; the argument is accepted for compatibility and not used."""
     T, B, n = x.shape
     H = h.shape[-1]
     Z = state_buffer(x, H, H)
-    Z[1:, :, n + 2:n + 2 + H] = h
-    Rs = x.new_empty(T, B, p["W_yh"].shape[0])
-    Rt = x.new_empty(T, B, H)
-    r_forward_steps(Z, d, direction_weights(p, v), direction_output_weights(p, v), list(range(T)), Rs, Rt)
-    return Rs, Rt
+    Z[1:, n + 2:n + 2 + H] = h.transpose(1, 2)
+    Rs = x.new_empty(T, p["W_yh"].shape[0], B)
+    Rt = x.new_empty(T, H, B)
+    r_forward_steps(Z, direction_weights(p, v), direction_output_weights(p, v), list(range(T)), Rs, Rt)
+    return Rs.transpose(1, 2), Rt.transpose(1, 2)
 
 
 def direction_weights(p: dict[str, Tensor], v: dict[str, Tensor]) -> Tensor:
@@ -214,15 +221,15 @@ def gradient_from(acc: Tensor, layout: ParamLayout, n: int) -> Tensor:
 
 @dataclass
 class _Prepared:
-    """One block of the curvature batch: its state buffer (room for ``R h``), ``1 - h^2``, ``s``
-    at the scored steps, and structural damping's ``valid`` weights."""
+    """One block of the curvature batch: its state buffer (with room for ``R h``), ``s`` at the
+    scored steps, structural damping's ``valid`` weights, and a workspace for ``R t``."""
 
     sc: ScoredSteps
     Z: Tensor
-    d: Tensor
-    s: Tensor
-    valid: Tensor  # [steps, B, 1]
-    full: list[bool]
+    s: Tensor  # [S, B, K] (a transposed view)
+    valid: Tensor  # [steps, 1, B]
+    full: list[bool]  # per step: valid for every sequence
+    Rt: Tensor | None = None  # [steps, H, B], allocated by the first product with structural damping
 
 
 class RNNFastCurvature:
@@ -265,7 +272,7 @@ class RNNFastCurvature:
             sc = ScoredSteps.of(part)
             if sc.steps:
                 _, s = forward_block(p, part.inputs, sc)
-                total += float(losses.loss(self.loss_kind, s, sc.targets, sc.mask, norm))
+                total += float(losses.loss(self.loss_kind, s.transpose(1, 2), sc.targets, sc.mask, norm))
         return total
 
     def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
@@ -280,6 +287,7 @@ class RNNFastCurvature:
             if not sc.steps:
                 continue
             Z, s = forward_block(p, part.inputs, sc)
+            s = s.transpose(1, 2)
             total += float(losses.loss(self.loss_kind, s, sc.targets, sc.mask, norm))
             e_s = losses.grad_s(self.loss_kind, s, sc.targets, sc.mask, norm)
             bptt_steps(Z, error_buffer(e_s, self.hidden), sc.pos, p["W_hh"], W_back, acc)
@@ -295,11 +303,10 @@ class RNNFastCurvature:
             if not sc.steps:
                 continue
             Z, s = forward_block(p, part.inputs, sc, extra=H)
-            h = Z[1:, :, n + 2:n + 2 + H]
-            d = torch.addcmul(torch.ones((), dtype=h.dtype, device=h.device), h, h, value=-1)
+            s = s.transpose(1, 2)
             valid = valid_steps(part.mask)[:sc.n_steps]
             full = valid.ne(0).all(1).tolist()
-            blocks.append(_Prepared(sc, Z, d, s, valid.unsqueeze(-1), full))
+            blocks.append(_Prepared(sc, Z, s, valid.unsqueeze(1), full))
             total += float(losses.loss(self.loss_kind, s, sc.targets, sc.mask, norm))
         self._cache = (p, norm, n, blocks)
         return total
@@ -314,10 +321,11 @@ class RNNFastCurvature:
         c = float(structural_weight) * self.structural_scale / norm
         acc = self._acc(p, n)
         for b in blocks:
-            Rs = torch.empty_like(b.s)
-            r_forward_steps(b.Z, b.d, V, V_out, b.sc.pos, Rs)
-            e_s = losses.hessian_vp(self.loss_kind, b.s, Rs, b.sc.mask, norm)
-            cv = b.valid * c if c and not all(b.full) else None
-            bptt_steps(b.Z, error_buffer(e_s, self.hidden), b.sc.pos, p["W_hh"], W_back, acc,
-                       d=b.d, c=c, cv=cv, full=b.full)
+            Rs = b.s.new_empty(b.s.shape[0], b.s.shape[2], b.s.shape[1])
+            if c and b.Rt is None:
+                b.Rt = b.Z.new_empty(b.sc.n_steps, self.hidden, b.Z.shape[2])
+            Rt = b.Rt if c else None
+            r_forward_steps(b.Z, V, V_out, b.sc.pos, Rs, Rt, b.valid if c else None, b.full)
+            e_s = losses.hessian_vp(self.loss_kind, b.s, Rs.transpose(1, 2), b.sc.mask, norm)
+            bptt_steps(b.Z, error_buffer(e_s, self.hidden), b.sc.pos, p["W_hh"], W_back, acc, c, Rt)
         return gradient_from(acc, self.layout, n)

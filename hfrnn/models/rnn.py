@@ -26,42 +26,44 @@ PARAM_NAMES = ("W_hx", "W_hh", "b_h", "b_init", "W_yh", "b_y")
 
 
 def state_buffer(x: Tensor, hidden: int, extra: int = 0, steps: int | None = None) -> Tensor:
-    """The forward pass's working buffer ``Z`` ``[steps + 1, B, n + 2 + hidden + extra]``.
+    """The forward pass's working buffer ``Z`` ``[steps + 1, n + 2 + hidden + extra, B]``.
 
-    Row ``i`` holds everything that multiplies a weight at step ``i``, side by side::
+    Feature-major: ``Z[i]`` is a column per sequence, and holds everything that multiplies a
+    weight at step ``i``, stacked::
 
-        Z[i] = [ x_i (n) | [i == 0] | 1 | h_{i-1} (hidden) | extra ]
+        Z[i] = [ x_i (n) ; [i == 0] ; 1 ; h_{i-1} (hidden) ; extra ]
 
-    so that one matrix product per step, ``Z[i, :, :n+2+H] @ [W_hx | b_init | b_h | W_hh]^T``,
-    forms the whole pre-activation ``t_i`` (input term, both biases and the recurrence) and writes
-    ``h_i`` straight into row ``i + 1``. The narrow input term then costs ``n`` more columns of a
-    product the step runs anyway instead of a skinny product of its own over all steps, and the
+    so that one matrix product per step, ``[W_hx | b_init | b_h | W_hh] @ Z[i, :n+2+H]``, forms
+    the whole pre-activation ``t_i`` (input term, both biases and the recurrence) and writes
+    ``h_i`` straight into ``Z[i + 1]``. The narrow input term then costs ``n`` more columns of a
+    product the step runs anyway, instead of a skinny product of its own over all steps; the
     backward pass gets every hidden-side weight gradient from one product per step,
-    ``dt_i^T Z[i]``. ``[1 | h_i]`` (columns ``n + 1`` on) is the output layer's input. Row 0's
-    ``h`` and ``extra`` columns are zero (``h_{-1}`` does not exist; ``b_init`` replaces it); the
-    ``extra`` columns of later rows are left for the caller (the curvature product keeps ``R h``
-    there). ``steps`` (default ``T``) may stop the pass early.
+    ``dt_i Z[i]^T``; ``[1 ; h_i]`` (rows ``n + 1`` on) is the output layer's input. Every slice
+    a step touches (``h_i``, ``[1 ; h_i]``, ``extra``) is one contiguous ``[rows, B]`` piece, so
+    the elementwise work runs on contiguous memory. Row 0's ``h`` and ``extra`` are zero
+    (``b_init`` replaces ``W_hh h_0``); later ``extra`` rows are left for the caller (the
+    curvature product keeps ``R h`` there). ``steps`` (default ``T``) may stop the pass early.
     """
     T, B, n = x.shape
     steps = T if steps is None else steps
-    Z = torch.empty(steps + 1, B, n + 2 + hidden + extra, dtype=x.dtype, device=x.device)
+    Z = torch.empty(steps + 1, n + 2 + hidden + extra, B, dtype=x.dtype, device=x.device)
     m = min(steps + 1, T)
-    Z[:m, :, :n] = x[:m]
-    Z[m:, :, :n] = 0
-    Z[:, :, n] = 0
-    Z[0, :, n] = 1
-    Z[:, :, n + 1] = 1
-    Z[0, :, n + 2:] = 0
+    Z[:m, :n] = x[:m].transpose(1, 2)
+    Z[m:, :n] = 0
+    Z[:, n] = 0
+    Z[0, n] = 1
+    Z[:, n + 1] = 1
+    Z[0, n + 2:] = 0
     return Z
 
 
 def hidden_weights(p: dict[str, Tensor]) -> Tensor:
-    """``[W_hx | b_init | b_h | W_hh]`` ``[H, n + 2 + H]``: the weights of a row of :func:`state_buffer`."""
+    """``[W_hx | b_init | b_h | W_hh]`` ``[H, n + 2 + H]``: the weights of a :func:`state_buffer` column."""
     return torch.cat([p["W_hx"], p["b_init"][:, None], p["b_h"][:, None], p["W_hh"]], 1)
 
 
 def output_weights(p: dict[str, Tensor]) -> Tensor:
-    """``[b_y | W_yh]`` ``[K, 1 + H]``: the weights of ``[1 | h_i]``."""
+    """``[b_y | W_yh]`` ``[K, 1 + H]``: the weights of ``[1 ; h_i]``."""
     return torch.cat([p["b_y"][:, None], p["W_yh"]], 1)
 
 
@@ -69,24 +71,26 @@ def run_states(Z: Tensor, W: Tensor, steps: int, t: Tensor | None = None,
                W_out: Tensor | None = None, pos: list[int] | None = None, s: Tensor | None = None) -> None:
     """Equations 1-2 in place in a :func:`state_buffer`: ``h_i`` into ``Z[i + 1]`` for ``i < steps``.
 
-    One matrix product and one ``tanh`` per step, both on ``[B, H]`` slices that stay in cache.
-    With ``t`` ``[steps, B, H]`` the pre-activations are copied there too (same arithmetic).
+    One matrix product and one ``tanh`` per step, both on ``[H, B]`` slices that stay in cache.
+    With ``t`` ``[steps, H, B]`` the pre-activations are copied there too (same arithmetic).
     With ``W_out`` (:func:`output_weights`), ``pos`` (per step: its index among the steps wanted,
-    or -1) and ``s`` ``[S, B, K]``, equation 3 is run at the wanted steps only, while ``h_i`` is
-    still in cache: ``s[pos[i]] = [1 | h_i] @ W_out^T``.
+    or -1) and ``s`` ``[S, K, B]``, equation 3 is run at the wanted steps only, while ``h_i`` is
+    still in cache: ``s[pos[i]] = W_out @ [1 ; h_i]``.
     """
     H = W.shape[0]
-    a = W.shape[1] - H  # n + 2: the columns before h
-    W_t = W.t()
-    W_out_t = None if W_out is None else W_out.t()
+    a = W.shape[1] - H  # n + 2: the rows before h
+    ins = Z[:steps, :a + H].unbind(0)
+    hs = Z[1:steps + 1, a:a + H].unbind(0)
+    outs = Z[1:steps + 1, a - 1:a + H].unbind(0) if W_out is not None else None
+    mm = torch.mm
     for i in range(steps):
-        h_i = Z[i + 1, :, a:a + H]
-        torch.mm(Z[i, :, :a + H], W_t, out=h_i)
+        h_i = hs[i]
+        mm(W, ins[i], out=h_i)
         if t is not None:
             t[i].copy_(h_i)
         h_i.tanh_()
-        if W_out_t is not None and pos[i] >= 0:
-            torch.mm(Z[i + 1, :, a - 1:a + H], W_out_t, out=s[pos[i]])
+        if outs is not None and pos[i] >= 0:
+            mm(W_out, outs[i], out=s[pos[i]])
 
 
 def unroll(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -102,26 +106,26 @@ def unroll(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     T, B, n = x.shape
     H = p["W_hh"].shape[0]
     Z = state_buffer(x, H)
-    t = torch.empty(T, B, H, dtype=x.dtype, device=x.device)
+    t = torch.empty(T, H, B, dtype=x.dtype, device=x.device)
     run_states(Z, hidden_weights(p), T, t)
-    out = Z[1:, :, n + 1:]  # [1 | h_i] for every step
-    s = (out.reshape(T * B, H + 1) @ output_weights(p).t()).view(T, B, -1)
-    return s, t, Z[1:, :, n + 2:].contiguous()
+    s = torch.matmul(output_weights(p), Z[1:, n + 1:])  # [T, K, B]
+    return (s.transpose(1, 2).contiguous(), t.transpose(1, 2).contiguous(),
+            Z[1:, n + 2:].transpose(1, 2).contiguous())
 
 
 def unroll_states(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`unroll` without the pre-activations: ``(s [T, B, K], h [T, B, H])``.
 
     Works in one :func:`state_buffer`: each step is one matrix product written straight into the
-    next row and squashed there in place (no separate input-drive or pre-activation tensors).
-    ``h`` is returned as a view into that buffer (not contiguous).
+    next step's column block and squashed there in place (no separate input-drive or
+    pre-activation tensors). ``h`` is returned as a (non-contiguous) view into that buffer.
     """
     T, B, n = x.shape
     H = p["W_hh"].shape[0]
     Z = state_buffer(x, H)
     run_states(Z, hidden_weights(p), T)
-    s = (Z[1:, :, n + 1:].reshape(T * B, H + 1) @ output_weights(p).t()).view(T, B, -1)
-    return s, Z[1:, :, n + 2:]
+    s = torch.matmul(output_weights(p), Z[1:, n + 1:])  # [T, K, B]
+    return s.transpose(1, 2).contiguous(), Z[1:, n + 2:].transpose(1, 2)
 
 
 def unroll_autograd(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
