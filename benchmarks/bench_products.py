@@ -1,29 +1,30 @@
-"""Benchmark suite: gradient, curvature products, a CG iteration and an HF iteration.
+"""Benchmarks: hfrnn's products and gradients as multiples of the machine's floor.
 
-Not a test. For every (T, hidden) it measures, in one process and against the same background
-load, the median time of
+``make bench`` (the default): for every task (``addition``: only the last step scored;
+``memorization``: every step scored), ``T`` and ``hidden``, in one process and interleaved round by
+round so that every operation sees the same background load, the median over rounds of each
+operation's time divided by its floor measured in the same round:
 
-* a gradient (fast backend: hand-written BPTT; and torch.func/autograd, the generic backend),
-* a curvature product ``(G + lambda mu G_S) v`` with the fast backend, both cache-blocked (the
-  default, :mod:`hfrnn.curvature.blocking`) and over the whole batch in one pass, and with the
-  generic backend,
-* one CG iteration (the product plus CG's vector work, from a 10-iteration CG run),
-* one full HF iteration (gradient on 10x the batch, CG capped at ``--hf-cg-iters``, backtracking,
-  line search),
+* the floor: ``k T`` matrix products ``[B, H] @ [H, H]`` (the layer's own shape; ``k`` = 4 for a
+  curvature product, 3 for a gradient, 1 for a forward pass), timed as one loop of products;
+* hfrnn's fast backend (:mod:`hfrnn.curvature.rnn_fast`, automatic cache blocking): the product
+  ``(G + w G_S) v`` with structural damping (``w = 0.003``) and without, the gradient, and the
+  plain forward pass ``unroll_states``;
+* the yardstick, ``benchmarks/minimal_rnn.py``: a minimal hand-written R-op + BPTT for the
+  last-step squared loss (addition only), checked against hfrnn before timing;
+* PyPI ``hessianfree`` 0.4.0 (``pip install '.[peers]'``), when installed: ``RNNet.calc_G`` and
+  ``calc_grad`` for the same network shape and loss (numpy; its BLAS threads follow
+  ``OMP_NUM_THREADS``).
 
-and the rate of the recurrence's own matrix product ``[B, H] @ [H, H]`` measured in the same run,
-so each operation's achieved fraction of it can be read off (flop counts: a gradient does three
-``B T H^2``-sized products, a curvature product four). It also records the bytes the prepared
-curvature batch holds, the process's peak resident memory so far, threads and processes.
+Writes ``--out`` (JSON, default ``benchmarks/results/floor.json``) and the same path with ``.md``,
+with the command, date, threads and the load average before and after.
 
-With ``--procs 2`` (or more) the gradient and the product are also timed data-parallel: that many
-``gloo`` processes (one thread each) each take their shard of the batch and all-reduce, exactly as
-``hfrnn train dist.procs=N`` does.
+    python benchmarks/bench_products.py [--T 30 100 200] [--hidden 100 300]
+        [--tasks addition memorization] [--threads 1] [--rounds 7]
 
-Writes ``--out`` (JSON) and the same path with ``.md`` (a markdown table). Timings on a shared
-machine are noisy: compare the ratios, which are measured side by side.
-
-    python benchmarks/bench_products.py [--T 30 100 200] [--hidden 100 300] [--threads 1] [--procs 2]
+``--suite`` runs the older whole-pipeline suite instead (gradient with autograd, the generic
+backend's product, a CG iteration, an HF iteration, and data-parallel timings over ``--procs``
+``gloo`` processes), written to ``benchmarks/results/products.json`` and ``.md``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,9 +91,9 @@ def problem(T: int, hidden: int, batch: int, device: str):
 
 
 def cache_bytes(backend: RNNFastCurvature) -> int:
-    """Bytes of the tensors a prepared fast backend keeps (hidden states, 1 - h^2, outputs, ...)."""
-    _, _, blocks = backend._cache
-    return sum(t.numel() * t.element_size() for blk in blocks for t in blk[1:])
+    """Bytes of the tensors a prepared fast backend keeps (state buffers, R t workspace, outputs)."""
+    blocks = backend._cache[-1]
+    return sum(t.numel() * t.element_size() for b in blocks for t in (b.Z, b.s, b.Rt) if t is not None)
 
 
 def peak_rss_mb() -> float:
@@ -198,7 +200,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def suite_main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--T", type=int, nargs="+", default=[30, 100, 200])
     ap.add_argument("--hidden", type=int, nargs="+", default=[100, 300])
@@ -210,7 +212,7 @@ def main() -> None:
     ap.add_argument("--hf-cg-iters", type=int, default=50)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="benchmarks/results/products.json")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     rows = []
     for threads in a.threads:
         torch.set_num_threads(threads)
@@ -236,6 +238,184 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows)
+    out.with_suffix(".md").write_text(f"<!-- {json.dumps(meta)} -->\n" + table)
+    print("\n" + table)
+
+
+# ----------------------------------------------------------------------------------------------
+# Multiples of the floor (make bench)
+
+FLOOR_K = {"product": 4, "product_no_damping": 4, "gradient": 3, "forward": 1}
+
+
+def floor_problem(task_name: str, T: int, hidden: int, batch: int):
+    """A batch of ``task_name`` exactly ``T`` steps long, a network, a direction."""
+    if task_name == "addition":
+        task = make_task("addition", T, variable_length=False, test_size=10)
+    else:
+        task = make_task(task_name, T, total_length_is_T=True, test_size=10)
+    g = torch.Generator().manual_seed(0)
+    model = RNN(task.n_in, hidden, task.n_out, generator=g)
+    layout = ParamLayout.of(dict(model.named_parameters()))
+    theta = layout.flatten({k: v.detach() for k, v in model.named_parameters()}).clone()
+    theta += 0.05 * torch.randn(layout.numel, generator=g)  # dense: no zero-weight shortcuts
+    b = task.sample(batch, g)
+    assert b.inputs.shape[0] == T
+    v = torch.randn(layout.numel, generator=g) * 1e-2
+    return task, layout, theta, b, v
+
+
+def hessianfree_ops(task, hidden: int, b, seed: int = 0) -> dict | None:
+    """``calc_G`` and ``calc_grad`` of PyPI hessianfree's RNNet on the same problem (None if absent)."""
+    try:
+        import hessianfree as hf
+        import numpy as np
+    except ImportError:
+        return None
+    x = b.inputs.transpose(0, 1).numpy().astype(np.float32)  # hessianfree is batch-major
+    y = b.targets.transpose(0, 1).numpy().astype(np.float32).copy()
+    y[b.mask.t().numpy() == 0] = np.nan  # NaN targets are unscored
+    if task.loss == "squared":
+        out_layer, loss = hf.nl.Linear(), hf.loss_funcs.SquaredError()
+    else:
+        out_layer, loss = hf.nl.Softmax(), hf.loss_funcs.CrossEntropy()
+    net = hf.RNNet(shape=[task.n_in, hidden, task.n_out], layers=[hf.nl.Linear(), hf.nl.Tanh(), out_layer],
+                   loss_type=loss, rng=np.random.RandomState(seed))
+    net.cache_minibatch(x, y)
+    v = (np.random.RandomState(seed + 1).randn(net.W.size) * 1e-2).astype(np.float32)
+    return {"hessianfree_product": lambda: net.calc_G(v), "hessianfree_gradient": lambda: net.calc_grad()}
+
+
+def minimal_ops(layout: ParamLayout, theta, b, v, fast: RNNFastCurvature) -> dict:
+    """The yardstick's gradient and product, after checking them against hfrnn's."""
+    import minimal_rnn as mr
+    p, vp = layout.unflatten(theta), layout.unflatten(v)
+    x, y = b.inputs, b.targets[-1]
+    h, d = mr.prepare(p, x)
+    fast.prepare(theta, b)
+    got = layout.flatten(mr.gauss_newton_product(p, x, h, d, vp))
+    ref = fast.product(v, 0.0)
+    assert (got - ref).norm() <= 1e-3 * ref.norm(), "minimal product disagrees with hfrnn"
+    got = layout.flatten(mr.loss_and_grad(p, x, y)[1])
+    ref = fast.loss_and_grad(theta, b)[1]
+    assert (got - ref).norm() <= 1e-3 * ref.norm(), "minimal gradient disagrees with hfrnn"
+    return {"minimal_product": lambda: mr.gauss_newton_product(p, x, h, d, vp),
+            "minimal_gradient": lambda: mr.loss_and_grad(p, x, y)}
+
+
+def floor_bench(task_name: str, T: int, hidden: int, batch: int, rounds: int, peers: bool) -> dict:
+    from hfrnn.models.rnn import unroll_states
+    task, layout, theta, b, v = floor_problem(task_name, T, hidden, batch)
+    fast = RNNFastCurvature(layout, task.loss)
+    ops = {}
+    if task_name == "addition":
+        ops.update(minimal_ops(layout, theta, b, v, fast))
+    fast.prepare(theta, b)
+    p = layout.unflatten(theta)
+    ops.update({"product": lambda: fast.product(v, MU_LAMBDA), "product_no_damping": lambda: fast.product(v, 0.0),
+                "gradient": lambda: fast.loss_and_grad(theta, b), "forward": lambda: unroll_states(p, b.inputs)})
+    hf_ops = hessianfree_ops(task, hidden, b) if peers else None
+    if hf_ops:
+        ops.update(hf_ops)
+    a, w, c = torch.randn(batch, hidden), torch.randn(hidden, hidden), torch.empty(batch, hidden)
+
+    def floor_1T():
+        for _ in range(T):
+            torch.mm(a, w, out=c)
+
+    ops = {"floor_1T": floor_1T, **ops}
+    times = {k: [] for k in ops}
+    for f in ops.values():
+        f()  # warm-up
+    for _ in range(rounds):
+        for k, f in ops.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    unit = times["floor_1T"]
+    k_of = dict(FLOOR_K, minimal_product=4, minimal_gradient=3, hessianfree_product=4, hessianfree_gradient=3)
+    out = {"task": task_name, "T": T, "hidden": hidden, "batch": batch, "threads": torch.get_num_threads(),
+           "block": fast.block or auto_block(T, hidden, theta.dtype, "cpu") or batch, "rounds": rounds,
+           "floor_1T_ms": 1e3 * statistics.median(unit),
+           "floor_gflops": 2 * batch * hidden * hidden * T / statistics.median(unit) / 1e9}
+    for k in ops:
+        if k == "floor_1T":
+            continue
+        out[f"{k}_ms"] = 1e3 * statistics.median(times[k])
+        out[f"{k}_x_floor"] = statistics.median(t / (k_of[k] * u) for t, u in zip(times[k], unit))
+
+    def ratio(num, den):  # median over rounds of the per-round ratio
+        return statistics.median(x / y for x, y in zip(times[num], times[den]))
+
+    for other in ("minimal", "hessianfree"):
+        if f"{other}_product" in times:
+            out[f"product_over_{other}"] = ratio("product", f"{other}_product")
+            out[f"product_no_damping_over_{other}"] = ratio("product_no_damping", f"{other}_product")
+            out[f"gradient_over_{other}"] = ratio("gradient", f"{other}_gradient")
+    return out
+
+
+def floor_markdown(rows: list[dict]) -> str:
+    head = ("| task | T | H | block | floor 1T (ms) | product (x 4T) | product w=0 (x 4T) | gradient (x 3T) "
+            "| forward (x 1T) | minimal product / gradient (x floor) | hfrnn / minimal: product, w=0, gradient "
+            "| hessianfree product / gradient (x floor) | hessianfree / hfrnn: product w=0, gradient |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def f(r, k, fmt="{:.2f}"):
+        return fmt.format(r[k]) if k in r else "-"
+
+    for r in rows:
+        inv = (lambda k: f"{1 / r[k]:.1f}" if k in r else "-")
+        lines.append(
+            f"| {r['task']} | {r['T']} | {r['hidden']} | {r['block']} | {r['floor_1T_ms']:.1f} "
+            f"| {f(r, 'product_x_floor')} | {f(r, 'product_no_damping_x_floor')} | {f(r, 'gradient_x_floor')} "
+            f"| {f(r, 'forward_x_floor')} | {f(r, 'minimal_product_x_floor')} / {f(r, 'minimal_gradient_x_floor')} "
+            f"| {f(r, 'product_over_minimal')}, {f(r, 'product_no_damping_over_minimal')}, "
+            f"{f(r, 'gradient_over_minimal')} "
+            f"| {f(r, 'hessianfree_product_x_floor')} / {f(r, 'hessianfree_gradient_x_floor')} "
+            f"| {inv('product_no_damping_over_hessianfree')}x, {inv('gradient_over_hessianfree')}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import sys
+    if "--suite" in sys.argv[1:]:
+        suite_main([x for x in sys.argv[1:] if x != "--suite"])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--T", type=int, nargs="+", default=[30, 100, 200])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[100, 300])
+    ap.add_argument("--tasks", nargs="+", default=["addition", "memorization"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--no-peers", action="store_true", help="skip hessianfree even when installed")
+    ap.add_argument("--out", default="benchmarks/results/floor.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    load_before = os.getloadavg()
+    rows = []
+    for task_name in a.tasks:
+        for hidden in a.hidden:
+            for T in a.T:
+                r = floor_bench(task_name, T, hidden, a.batch, a.rounds, not a.no_peers)
+                rows.append(r)
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+    try:
+        import hessianfree
+        peer = getattr(hessianfree, "__version__", "installed")
+    except ImportError:
+        peer = None
+    meta = {"command": "python " + " ".join(sys.argv), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": a.threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "dtype": "float32",
+            "hessianfree": peer, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "note": "each ratio: median over rounds of (time / floor time in the same round); "
+                    "floor = k T products [B, H] @ [H, H]"}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    table = floor_markdown(rows)
     out.with_suffix(".md").write_text(f"<!-- {json.dumps(meta)} -->\n" + table)
     print("\n" + table)
 

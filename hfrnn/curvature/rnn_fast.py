@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import losses
@@ -54,7 +55,7 @@ from .protocol import sequence_count, valid_steps
 class ScoredSteps:
     """Where a block's loss lives: ``steps`` (time steps where any sequence is scored, ascending),
     ``pos`` (per step up to the last scored one: its index in ``steps``, or -1), and the mask and
-    targets at those steps ``[S, B]``, ``[S, B, K]``."""
+    targets at those steps, feature-major like the state buffer: ``[S, 1, B]``, ``[S, K, B]``."""
 
     steps: list[int]
     pos: list[int]
@@ -68,7 +69,8 @@ class ScoredSteps:
         for j, i in enumerate(steps):
             pos[i] = j
         idx = torch.tensor(steps, dtype=torch.long, device=batch.mask.device)
-        return cls(steps, pos, batch.mask.index_select(0, idx), batch.targets.index_select(0, idx))
+        return cls(steps, pos, batch.mask.index_select(0, idx).unsqueeze(1),
+                   batch.targets.index_select(0, idx).transpose(1, 2).contiguous())
 
     @property
     def n_steps(self) -> int:
@@ -76,11 +78,56 @@ class ScoredSteps:
         return len(self.pos)
 
 
-def forward_block(p: dict[str, Tensor], x: Tensor, sc: ScoredSteps, extra: int = 0) -> tuple[Tensor, Tensor]:
-    """Forward pass up to the last scored step: the state buffer and ``s`` ``[S, K, B]`` at the
-    scored steps."""
+# The matched losses of :mod:`hfrnn.losses` at the scored steps, in the feature-major layout
+# ``[S, K, B]`` of the loops (there, the softmax runs over a middle dimension with the batch
+# contiguous, instead of over a last dimension of size K). Same definitions; the float64 oracle
+# tests check them against autograd on :func:`hfrnn.losses.loss`.
+
+def output_loss(kind: str, s: Tensor, y: Tensor, m: Tensor) -> Tensor:
+    """``sum(m * l(s; y))`` (a 0-dim tensor) for ``s, y`` ``[S, K, B]`` and weights ``m`` ``[S, 1, B]``."""
+    if kind == "squared":
+        return torch.sum(0.5 * (s - y).square() * m)
+    if kind == "logistic":
+        return torch.sum(F.binary_cross_entropy_with_logits(s, y, reduction="none") * m)
+    return -torch.sum(y * torch.log_softmax(s, 1) * m)
+
+
+def output_predict(kind: str, s: Tensor) -> Tensor:
+    """``g(s)`` for ``s`` ``[S, K, B]``."""
+    if kind == "squared":
+        return s
+    return torch.sigmoid(s) if kind == "logistic" else torch.softmax(s, 1)
+
+
+def output_gradient(kind: str, s: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """``dL/ds = (g(s) - y) * w`` ``[S, K, B]`` (``w = mask / norm`` ``[S, 1, B]``)."""
+    return (output_predict(kind, s) - y) * w
+
+
+def output_hessian(kind: str, s: Tensor, w: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Factors ``(f, p)`` of ``(L o g)''`` at ``s``, computed once per prepared batch, such that
+    ``(L o g)'' u = f * u`` (squared, logistic) or ``f * (u - sum_k p u)`` (softmax)."""
+    if kind == "squared":
+        return w, None
+    p = output_predict(kind, s)
+    if kind == "logistic":
+        return p * (1 - p) * w, None
+    return p * w, p
+
+
+def output_hessian_vp(f: Tensor, p: Tensor | None, u: Tensor) -> Tensor:
+    """``(L o g)'' u`` from the factors of :func:`output_hessian`."""
+    if p is None:
+        return u * f
+    return (u - (p * u).sum(1, keepdim=True)) * f
+
+
+def forward_block(p: dict[str, Tensor], x: Tensor, sc: ScoredSteps, extra: int = 0,
+                  out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Forward pass up to the last scored step: the state buffer (``out`` reused when it fits)
+    and ``s`` ``[S, K, B]`` at the scored steps."""
     H = p["W_hh"].shape[0]
-    Z = state_buffer(x, H, extra, sc.n_steps)
+    Z = state_buffer(x, H, extra, sc.n_steps, out)
     s = x.new_empty(len(sc.steps), p["W_yh"].shape[0], x.shape[1])
     run_states(Z, hidden_weights(p), sc.n_steps, W_out=output_weights(p), pos=sc.pos, s=s)
     return Z, s
@@ -123,61 +170,57 @@ def r_forward_steps(Z: Tensor, V: Tensor, V_out: Tensor, pos: list[int], Rs: Ten
             r.mul_(vs[i])
 
 
-def bptt_steps(Z: Tensor, ES: Tensor, pos: list[int], W_hh: Tensor, W_back: Tensor, acc: Tensor,
+def bptt_steps(Z: Tensor, e_s: Tensor, pos: list[int], W_hh: Tensor, W_back: Tensor, acc: Tensor,
                c: float = 0.0, Rt: Tensor | None = None) -> None:
     """Backpropagation through time, accumulating every weight gradient into ``acc``.
 
+    One ``[H + K, B]`` buffer ``q`` carries ``[dt_{i+1} ; e_s_i]`` from step to step: at a scored
+    step the output error is copied under ``dt_{i+1}`` and one product with ``[W_hh ; W_yh]``
+    gives the error at ``h_i``; one ``addmm_`` of ``q`` with ``Z[i + 1]^T`` accumulates every
+    weight gradient of the step; ``dt_i`` then overwrites ``dt_{i+1}``, which has been used.
+
     Args:
         Z: state buffer (``Z[i] = [x_i ; [i == 0] ; 1 ; h_{i-1} ; (R h_{i-1})]``, ``[., B]``).
-        ES: ``[S, H + K, B]``; ``ES[j, H:]`` holds the output error at the ``j``-th scored step
-            and ``ES[S - 1, :H]`` must be zero; the loop writes ``dt_{i+1}`` into
-            ``ES[pos[i], :H]`` so that one product handles both.
-        pos: per step up to the last scored one, its index in ``ES`` (or -1).
+        e_s: output errors at the scored steps, ``[S, K, B]`` (any strides).
+        pos: per step up to the last scored one, its index in ``e_s`` (or -1).
         W_hh: ``[H, H]``; W_back: ``[W_hh ; W_yh]`` ``[H + K, H]``.
         acc: ``[H + K, n + 2 + H]`` accumulator; receives ``[dt_i ; e_s_{i-1}] Z[i]^T`` summed.
         c, Rt: structural damping (product only): ``e_t_i = c valid_i R h_i
             = (1 - h_i^2) * c valid_i R t_i``, so the error at ``t_i`` is
             ``(1 - h_i^2) * (c Rt_i + W_hh^T dt_{i+1} + W_yh^T e_s_i)``, with ``Rt`` ``[steps, H, B]``
-            already multiplied by ``valid``; the ``c Rt_i`` term rides on the step's ``addmm``.
+            already multiplied by ``valid``; the ``c Rt_i`` term rides on the step's ``addmm_``.
     """
     H = W_hh.shape[0]
     A = acc.shape[1]
     a = A - H
-    B = Z.shape[2]
     steps = len(pos)
     if not steps:
         return
-    dh = Z.new_empty(H, B) if Rt is None or not c else None
-    P = Z.new_empty(H, B)  # dt_{i+1} when step i is not scored
+    q = Z.new_empty(H + e_s.shape[1], Z.shape[2])
+    dt, q_out = q[:H], q[H:]
+    dt.zero_()  # nothing comes back from after the last scored step
+    dh = Z.new_empty(H, Z.shape[2]) if Rt is None or not c else None
     acc_h = acc[:H]
     W_hh_t, W_back_t = W_hh.t(), W_back.t()
     rows = [r.t() for r in Z[1:steps + 1, :A].unbind(0)]  # row i: Z[i + 1]^T
-    ess = ES.unbind(0)
-    dts = ES[:, :H].unbind(0)
     hs = Z[1:steps + 1, a:A].unbind(0)
     rts = Rt.unbind(0) if c else None
+    es = e_s.unbind(0)
     mm, tanh_bw = torch.mm, _tanh_backward
     for i in range(steps - 1, -1, -1):
         j = pos[i]
-        cur, W = (ess[j], W_back_t) if j >= 0 else (P, W_hh_t)
+        if j >= 0:
+            q_out.copy_(es[j])
+            cur, W, acc_i = q, W_back_t, acc
+        else:
+            cur, W, acc_i = dt, W_hh_t, acc_h
         if rts is None:
-            e = dh
-            mm(W, cur, out=e)
+            e = mm(W, cur, out=dh)
         else:  # in place: R t_i is not needed after this step
             e = rts[i].addmm_(W, cur, beta=c)
-        (acc if j >= 0 else acc_h).addmm_(cur, rows[i])
-        tanh_bw(e, hs[i], grad_input=dts[pos[i - 1]] if i > 0 and pos[i - 1] >= 0 else P)
-    acc_h.addmm_(P, Z[0, :A].t())
-
-
-def error_buffer(e_s: Tensor, H: int) -> Tensor:
-    """``[S, H + K, B]`` with ``e_s`` ``[S, B, K]`` in the last ``K`` rows and zero ``dt`` at the
-    last scored step."""
-    S, B, K = e_s.shape
-    ES = e_s.new_empty(S, H + K, B)
-    ES[:, H:] = e_s.transpose(1, 2)
-    ES[-1, :H] = 0
-    return ES
+        acc_i.addmm_(cur, rows[i])
+        tanh_bw(e, hs[i], grad_input=dt)
+    acc_h.addmm_(dt, Z[0, :A].t())
 
 
 def r_forward(p: dict[str, Tensor], v: dict[str, Tensor], x: Tensor, h: Tensor,
@@ -221,12 +264,14 @@ def gradient_from(acc: Tensor, layout: ParamLayout, n: int) -> Tensor:
 
 @dataclass
 class _Prepared:
-    """One block of the curvature batch: its state buffer (with room for ``R h``), ``s`` at the
-    scored steps, structural damping's ``valid`` weights, and a workspace for ``R t``."""
+    """One block of the curvature batch: its state buffer (with room for ``R h``), the factors of
+    the loss Hessian at the scored steps, structural damping's ``valid`` weights, and a workspace
+    for ``R t``."""
 
     sc: ScoredSteps
     Z: Tensor
-    s: Tensor  # [S, B, K] (a transposed view)
+    f: Tensor  # output_hessian factors [S, K, B] (or [S, 1, B])
+    p: Tensor | None
     valid: Tensor  # [steps, 1, B]
     full: list[bool]  # per step: valid for every sequence
     Rt: Tensor | None = None  # [steps, H, B], allocated by the first product with structural damping
@@ -247,18 +292,36 @@ class RNNFastCurvature:
                  block: int = 0) -> None:
         if block < 0:
             raise ValueError(f"block must be >= 0 (0 = automatic), got {block}")
+        if loss_kind not in losses.LOSSES:
+            raise ValueError(f"unknown loss {loss_kind!r}; expected one of {losses.LOSSES}")
         self.layout = layout
         self.loss_kind = loss_kind
         self.structural_scale = structural_scale
         self.block = block
         self.hidden = dict(zip(layout.names, layout.shapes))["W_hh"][0]
         self._cache: tuple | None = None
+        self._work: dict[tuple, Tensor] = {}  # forward buffers of loss / loss_and_grad, by shape
 
     def _blocks(self, batch: Batch) -> list[Batch]:
-        """``batch`` split into the blocks that one pass of the time loop handles."""
+        """``batch`` split into the blocks that one pass of the time loop handles (the automatic
+        size is evened out over the blocks: 1000 sequences in blocks of at most 512 run as 2 x 500)."""
         T, B = batch.mask.shape
-        n = self.block or auto_block(T, self.hidden, batch.inputs.dtype, batch.inputs.device)
+        n = self.block
+        if not n:
+            n = auto_block(T, self.hidden, batch.inputs.dtype, batch.inputs.device)
+            if 0 < n < B:
+                n = -(-B // -(-B // n))
         return batch.split(n) if 0 < n < B else [batch]
+
+    def _forward(self, p: dict[str, Tensor], part: Batch, sc: ScoredSteps) -> tuple[Tensor, Tensor]:
+        """:func:`forward_block` in a buffer kept from call to call (no fresh pages every time)."""
+        T, B, n = part.inputs.shape
+        key = (sc.n_steps, n, B, part.inputs.dtype, part.inputs.device)
+        if key not in self._work and len(self._work) >= 2:
+            self._work.clear()
+        Z, s = forward_block(p, part.inputs, sc, out=self._work.get(key))
+        self._work[key] = Z
+        return Z, s
 
     def _acc(self, p: dict[str, Tensor], n: int) -> Tensor:
         H, K = self.hidden, p["W_yh"].shape[0]
@@ -271,8 +334,8 @@ class RNNFastCurvature:
         for part in self._blocks(batch):
             sc = ScoredSteps.of(part)
             if sc.steps:
-                _, s = forward_block(p, part.inputs, sc)
-                total += float(losses.loss(self.loss_kind, s.transpose(1, 2), sc.targets, sc.mask, norm))
+                _, s = self._forward(p, part, sc)
+                total += float(output_loss(self.loss_kind, s, sc.targets, sc.mask)) / norm
         return total
 
     def loss_and_grad(self, theta: Tensor, batch: Batch, norm: float | None = None) -> tuple[float, Tensor]:
@@ -286,11 +349,10 @@ class RNNFastCurvature:
             sc = ScoredSteps.of(part)
             if not sc.steps:
                 continue
-            Z, s = forward_block(p, part.inputs, sc)
-            s = s.transpose(1, 2)
-            total += float(losses.loss(self.loss_kind, s, sc.targets, sc.mask, norm))
-            e_s = losses.grad_s(self.loss_kind, s, sc.targets, sc.mask, norm)
-            bptt_steps(Z, error_buffer(e_s, self.hidden), sc.pos, p["W_hh"], W_back, acc)
+            Z, s = self._forward(p, part, sc)
+            total += float(output_loss(self.loss_kind, s, sc.targets, sc.mask)) / norm
+            e_s = output_gradient(self.loss_kind, s, sc.targets, sc.mask / norm)
+            bptt_steps(Z, e_s, sc.pos, p["W_hh"], W_back, acc)
         return total, gradient_from(acc, self.layout, n)
 
     def prepare(self, theta: Tensor, batch: Batch, norm: float | None = None) -> float:
@@ -303,11 +365,11 @@ class RNNFastCurvature:
             if not sc.steps:
                 continue
             Z, s = forward_block(p, part.inputs, sc, extra=H)
-            s = s.transpose(1, 2)
+            f, pr = output_hessian(self.loss_kind, s, sc.mask / norm)
             valid = valid_steps(part.mask)[:sc.n_steps]
             full = valid.ne(0).all(1).tolist()
-            blocks.append(_Prepared(sc, Z, s, valid.unsqueeze(1), full))
-            total += float(losses.loss(self.loss_kind, s, sc.targets, sc.mask, norm))
+            blocks.append(_Prepared(sc, Z, f, pr, valid.unsqueeze(1), full))
+            total += float(output_loss(self.loss_kind, s, sc.targets, sc.mask)) / norm
         self._cache = (p, norm, n, blocks)
         return total
 
@@ -320,12 +382,13 @@ class RNNFastCurvature:
         W_back = torch.cat([p["W_hh"], p["W_yh"]], 0)
         c = float(structural_weight) * self.structural_scale / norm
         acc = self._acc(p, n)
+        K = p["W_yh"].shape[0]
         for b in blocks:
-            Rs = b.s.new_empty(b.s.shape[0], b.s.shape[2], b.s.shape[1])
+            Rs = b.Z.new_empty(len(b.sc.steps), K, b.Z.shape[2])
             if c and b.Rt is None:
                 b.Rt = b.Z.new_empty(b.sc.n_steps, self.hidden, b.Z.shape[2])
             Rt = b.Rt if c else None
             r_forward_steps(b.Z, V, V_out, b.sc.pos, Rs, Rt, b.valid if c else None, b.full)
-            e_s = losses.hessian_vp(self.loss_kind, b.s, Rs.transpose(1, 2), b.sc.mask, norm)
-            bptt_steps(b.Z, error_buffer(e_s, self.hidden), b.sc.pos, p["W_hh"], W_back, acc, c, Rt)
+            e_s = output_hessian_vp(b.f, b.p, Rs)
+            bptt_steps(b.Z, e_s, b.sc.pos, p["W_hh"], W_back, acc, c, Rt)
         return gradient_from(acc, self.layout, n)

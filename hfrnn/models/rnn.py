@@ -25,7 +25,8 @@ from torch import Tensor, nn
 PARAM_NAMES = ("W_hx", "W_hh", "b_h", "b_init", "W_yh", "b_y")
 
 
-def state_buffer(x: Tensor, hidden: int, extra: int = 0, steps: int | None = None) -> Tensor:
+def state_buffer(x: Tensor, hidden: int, extra: int = 0, steps: int | None = None,
+                 out: Tensor | None = None) -> Tensor:
     """The forward pass's working buffer ``Z`` ``[steps + 1, n + 2 + hidden + extra, B]``.
 
     Feature-major: ``Z[i]`` is a column per sequence, and holds everything that multiplies a
@@ -43,10 +44,13 @@ def state_buffer(x: Tensor, hidden: int, extra: int = 0, steps: int | None = Non
     the elementwise work runs on contiguous memory. Row 0's ``h`` and ``extra`` are zero
     (``b_init`` replaces ``W_hh h_0``); later ``extra`` rows are left for the caller (the
     curvature product keeps ``R h`` there). ``steps`` (default ``T``) may stop the pass early.
+    ``out``, when it has the right shape, is reused instead of a new allocation.
     """
     T, B, n = x.shape
     steps = T if steps is None else steps
-    Z = torch.empty(steps + 1, n + 2 + hidden + extra, B, dtype=x.dtype, device=x.device)
+    shape = (steps + 1, n + 2 + hidden + extra, B)
+    reuse = out is not None and out.shape == shape and out.dtype == x.dtype and out.device == x.device
+    Z = out if reuse else x.new_empty(shape)
     m = min(steps + 1, T)
     Z[:m, :n] = x[:m].transpose(1, 2)
     Z[m:, :n] = 0
@@ -106,9 +110,9 @@ def unroll(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     T, B, n = x.shape
     H = p["W_hh"].shape[0]
     Z = state_buffer(x, H)
-    t = torch.empty(T, H, B, dtype=x.dtype, device=x.device)
-    run_states(Z, hidden_weights(p), T, t)
-    s = torch.matmul(output_weights(p), Z[1:, n + 1:])  # [T, K, B]
+    t = x.new_empty(T, H, B)
+    s = x.new_empty(T, p["W_yh"].shape[0], B)
+    run_states(Z, hidden_weights(p), T, t, W_out=output_weights(p), pos=list(range(T)), s=s)
     return (s.transpose(1, 2).contiguous(), t.transpose(1, 2).contiguous(),
             Z[1:, n + 2:].transpose(1, 2).contiguous())
 
@@ -118,13 +122,14 @@ def unroll_states(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
 
     Works in one :func:`state_buffer`: each step is one matrix product written straight into the
     next step's column block and squashed there in place (no separate input-drive or
-    pre-activation tensors). ``h`` is returned as a (non-contiguous) view into that buffer.
+    pre-activation tensors), and the step's output is formed while ``h_i`` is in cache. ``h`` is
+    returned as a (non-contiguous) view into that buffer.
     """
     T, B, n = x.shape
     H = p["W_hh"].shape[0]
     Z = state_buffer(x, H)
-    run_states(Z, hidden_weights(p), T)
-    s = torch.matmul(output_weights(p), Z[1:, n + 1:])  # [T, K, B]
+    s = x.new_empty(T, p["W_yh"].shape[0], B)
+    run_states(Z, hidden_weights(p), T, W_out=output_weights(p), pos=list(range(T)), s=s)
     return s.transpose(1, 2).contiguous(), Z[1:, n + 2:].transpose(1, 2)
 
 
