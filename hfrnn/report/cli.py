@@ -1,13 +1,17 @@
 """``hfrnn report DIR``: tables and plots from the files of a sweep (or of one run).
 
 Reads only what runs wrote (``result.json``, ``metrics.jsonl``, ``.hydra/config.yaml``) with the
-standard library, numpy and matplotlib, and writes into DIR (or ``--out``):
+standard library, PyYAML, numpy and matplotlib, and writes into DIR (or ``--out``):
 
-- ``figure3.png``, ``figure3.csv``: the paper's Figure 3 (see :mod:`hfrnn.report.figure3`);
+- ``figure3.png``, ``figure3.csv``: the paper's Figure 3 (see :mod:`hfrnn.report.figure3`), when
+  runs of tasks with a success rule are present (otherwise neither is written, and the summary
+  says so);
 - ``summary.md``: one table per task, the runs not counted and why, the hfrnn versions mixed;
 - ``curves_<task>.png``, ``hf_<task>.png``: learning curves and HF diagnostics per task;
 - ``table1.md``, ``table1.csv``, ``table1_curves.png``: the paper's Table 1, when runs of the natural
   tasks are present (see :mod:`hfrnn.report.table1`; they are left out of Figure 3).
+
+Every figure is written as PNG (200 dpi), SVG and PDF side by side (:mod:`hfrnn.report.figures`).
 
 Exit status: 0 when a report was written (refused files are listed, not fatal), 1 when no run
 directory was found, 2 on bad arguments.
@@ -18,16 +22,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from .collect import FAILURE_LIMIT, collect, versions
+from .collect import FAILURE_LIMIT, collect, states_line, versions
 from .diagnostics import plot_all
-from .figure3 import aggregate, plot, write_csv
+from .figure3 import aggregate, drawable, plot, write_csv
+from .figures import FORMATS, use_formats
 from .summary import render
-from .table1 import NATURAL_TASKS, write_table1
+from .table1 import write_table1
 
 EPILOG = """examples:
   hfrnn report outputs/multirun/figure3_small/2025-01-01/12-00-00
   hfrnn report outputs/runs/2025-01-01/12-00-00_addition_T30_hf_s0     (one run)
   hfrnn report outputs/multirun --out /tmp/report --no-curves
+  hfrnn report outputs/multirun --out /tmp/report --formats png            (no SVG, PDF: faster)
 """
 
 
@@ -41,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=float, default=FAILURE_LIMIT,
                    help="minibatches beyond which a run counts as a failure (default: %(default).0f, the paper's)")
     p.add_argument("--no-curves", action="store_true", help="skip the per-task learning curves and HF diagnostics")
+    p.add_argument("--formats", default=",".join(FORMATS), metavar="LIST",
+                   help="figure formats, comma-separated, PNG always included (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     return p
 
@@ -55,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"hfrnn report: error: {root} is not a directory", file=sys.stderr)
         return 2
+    formats = [f.strip().lower().lstrip(".") for f in args.formats.split(",") if f.strip()]
+    if set(formats) - set(FORMATS):
+        print(f"hfrnn report: error: --formats: expected some of {', '.join(FORMATS)}, got {args.formats!r}",
+              file=sys.stderr)
+        return 2
     out: Path = args.out or root
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -66,24 +79,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hfrnn report: no run directories (with .hydra/, result.json or metrics.jsonl) under {root}",
               file=sys.stderr)
         return 1
-    cells = [c for c in aggregate(runs) if c.task not in NATURAL_TASKS]  # no success rule: Table 1
-    written = [out / "figure3.csv", out / "figure3.png"]
-    write_csv(cells, written[0])
-    plot(cells, written[1], args.limit)
-    if not args.no_curves:
-        written += plot_all(runs, out, refused)
-    written += write_table1(runs, out, curves=not args.no_curves, refused=refused)
+    cells = drawable(aggregate(runs))  # natural tasks have no success rule: Table 1, not Figure 3
+    written: list[Path] = []
+    notes: list[str] = []
+    with use_formats(formats):
+        if cells:
+            written.append(out / "figure3.csv")
+            write_csv(cells, written[0])
+            written += plot(cells, out / "figure3.png", args.limit)
+        else:
+            notes.append("figure3.png, figure3.csv: not written: no run of a task with a success rule "
+                         "(natural tasks are in Table 1).")
+        if not args.no_curves:
+            written += plot_all(runs, out, refused, notes)
+        written += write_table1(runs, out, curves=not args.no_curves, refused=refused)
     summary = out / "summary.md"
-    summary.write_text(render(root, runs, cells, refused, args.limit, written, out))
+    summary.write_text(render(root, runs, cells, refused, args.limit, written, out, notes))
     if not args.quiet:
-        states = ("solved", "failed", "stopped", "incomplete", "crashed", "refused")
-        counts = ", ".join(f"{sum(r.state == s for r in runs)} {s}" for s in states)
-        print(f"{len(runs)} runs under {root}: {counts}")
+        print(f"{len(runs)} runs under {root}: {states_line(runs)}")
         vers = versions(runs)
         if len(vers) > 1:
             print("warning: mixed hfrnn versions: " + ", ".join(f"{v} ({n})" for v, n in vers.items()))
         for path, why in refused:
             print(f"refused {path}: {why}")
+        for note in notes:
+            print(f"note: {note}")
         print(f"wrote {summary} and {len(written)} more files in {out}")
     return 0
 

@@ -21,35 +21,34 @@ over every predicted frame ``t`` of every test window ``b`` and over the ``D`` o
 split is predicted exactly once and a full window holds ``T - 1`` predictions (a sequence's last
 window may be shorter). Each row gives the mean (and standard deviation) over its runs (seeds).
 
-Runs that finished (``budget_exhausted``, ``diverged``, ``solved``) are counted; a diverged run
-keeps the test measures of its last accepted parameters, and the ``diverged`` column says how
-many there were. Incomplete (no ``result.json``, or interrupted) and crashed runs are counted in
-their own columns, never in the means. Reads only run files (``collect.py``); no torch, no Hydra.
+Runs in the states ``finished`` (ended by their budget) and ``failed`` (diverged) are counted
+(:data:`hfrnn.report.collect.TABLE1_COUNTED`); a diverged run keeps the test measures of its last
+accepted parameters, and the ``diverged`` column says how many there were. Incomplete (no
+``result.json``, or interrupted) and crashed runs are counted in their own columns, never in the
+means. The data set's description comes from the run's ``data`` record in ``result.json``
+(older runs: their log). Reads only run files (``collect.py``); no torch, no Hydra.
 """
 from __future__ import annotations
 
-import ast
 import csv
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .collect import Run, as_float, finite, read_block_yaml, read_metrics
-
-NATURAL_TASKS = ("bouncing_balls", "midi", "speech")
-# hfrnn.tasks.natural.DEFAULT_PATHS, repeated here because the report never imports the core.
-DEFAULT_DATA = {"bouncing_balls": "data/bouncing_balls.h5", "midi": "data/nottingham.h5", "speech": "data/fsdd.h5"}
+from .collect import (TABLE1_COUNTED, Run, as_float, data_record, finite, loss_pair, read_metrics, read_yaml,
+                      with_final)
+from .constants import DEFAULT_DATA, NATURAL_TASKS, OTHER_COLORS
+from .figures import save_figure, suptitle
 # The paper's Table 1: (RNN + HF, LSTM + GD), units undefined.
 PAPER = {"bouncing_balls": (22.0, 35.0), "midi": (-569.0, -683.0), "speech": (22.0, 41.0)}
 # result.json keys (without "test_") of the per-step and per-sequence measure of each task.
 MEASURES = {"bouncing_balls": ("sq_err", "per_frame"), "midi": ("log_lik", "per_step"),
             "speech": ("sq_err", "per_frame")}
 MEASURE_NAMES = {"sq_err": "summed squared error", "log_lik": "log-likelihood (nats)"}
-COUNTED = ("budget_exhausted", "diverged", "solved")
+ROW_COLORS = ("tab:blue", "tab:red", *OTHER_COLORS)  # rows of a table1_curves panel, in table order
 CSV_FIELDS = ("task", "data", "T", "model", "optimizer", "options", "arm", "n_runs", "n_diverged", "n_incomplete",
               "n_crashed", "seeds", "measure", "per_step_key", "per_step_mean", "per_step_std", "per_sequence_key",
               "per_sequence_mean", "per_sequence_std", "test_loss_mean", "minibatches_mean", "iterations_mean",
@@ -91,14 +90,14 @@ class Row:
     paper_this_arm: float = math.nan
     paper_rnn_hf: float = math.nan
     paper_lstm_gd: float = math.nan
-    data_note: str = ""                 # the data set's description, from the run log
+    data_note: str = ""                 # the data set's description: result.json's data record, else the run log
     runs: list[Run] = field(default_factory=list, repr=False)
 
 
 def config_of(run: Run) -> dict[str, Any]:
     """The run's resolved config: from ``result.json``, else ``.hydra/config.yaml``."""
     cfg = run.result.get("config")
-    return cfg if isinstance(cfg, dict) else read_block_yaml(run.path / ".hydra" / "config.yaml")
+    return cfg if isinstance(cfg, dict) else read_yaml(run.path / ".hydra" / "config.yaml")
 
 
 def _int(x: Any, default: int | None = None) -> int | None:
@@ -129,22 +128,14 @@ def paper_arm(model: str, optimizer: str) -> str:
 
 
 def data_note(run: Run) -> str:
-    """The task's description of its data (window mode, features), from the run's log, or ''."""
-    for log in sorted(run.path.glob("*.log")):
-        try:
-            text = log.read_text(errors="replace")
-        except OSError:
-            continue
-        m = re.search(r"hfrnn\.tasks\.natural\]\[INFO\] - task \w+ on .*?: (\{.*\})\s*$", text, re.M)
-        if m:
-            try:
-                info = ast.literal_eval(m.group(1))
-            except (ValueError, SyntaxError):
-                return ""
-            desc = str(info.get("description") or info.get("dataset") or "")
-            mode = info.get("mode")
-            return desc if not mode or f"mode={mode}" in desc else f"{desc} (mode={mode})"
-    return ""
+    """The task's description of its data (window mode, features), or ''.
+
+    From the ``data`` record of ``result.json`` (dataset, path, description, mode, T) where the run
+    wrote one; older runs only logged it, and their log line is read instead (a fallback)."""
+    info = data_record(run)
+    desc = str(info.get("description") or info.get("dataset") or "")
+    mode = info.get("mode")
+    return desc if not mode or f"mode={mode}" in desc else f"{desc} (mode={mode})"
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -177,11 +168,7 @@ def test_loss_per_sequence(result: dict) -> float:
     versions recorded the mean over predicted frames, converted here with the run's frame and
     window counts.
     """
-    loss = as_float(result.get("test_loss"))
-    if "loss_unit" in result:
-        return loss
-    frames, seqs = as_float(result.get("test_frames")), as_float(result.get("test_sequences"))
-    return loss * frames / seqs if finite(frames) and finite(seqs) and seqs else math.nan
+    return loss_pair(result)[0]
 
 
 def build(runs: list[Run]) -> list[Row]:
@@ -196,7 +183,7 @@ def build(runs: list[Run]) -> list[Row]:
         row = Row(task=task, data=data, T=T, model=model, optimizer=opt, options=options,
                   arm=paper_arm(model, opt), measure=base, per_step_key=f"{base}_{unit}",
                   per_sequence_key=f"{base}_per_sequence", runs=members)
-        done = [r for r in members if r.status in COUNTED]
+        done = [r for r in members if r.state in TABLE1_COUNTED]
         row.n_runs, row.n_diverged = len(done), sum(r.status == "diverged" for r in done)
         row.n_incomplete = sum(r.state == "incomplete" for r in members)
         row.n_crashed = sum(r.state == "crashed" for r in members)
@@ -335,40 +322,68 @@ def definitions(rows: list[Row]) -> list[str]:
     return out + [""]
 
 
-def plot_curves(rows: list[Row], path: Path, refused: list[tuple[Path, str]] | None = None) -> bool:
-    """``table1_curves.png``: the per-step measure on the test set against wall-clock seconds,
-    one panel per (task, data, T), one line per run, coloured by row. Returns whether drawn."""
+def measure_value(rec: dict[str, Any], row: Row, unit: str) -> float:
+    """A record's test measure of ``row`` in ``unit`` (``per sequence``, or per frame / step);
+    per sequence from the per-step value and ``N / S`` where a record lacks it; NaN when unknown."""
+    if unit != "per sequence":
+        v = as_float(rec.get(f"test_{row.per_step_key}"))
+        return math.nan if v is None else v
+    v = as_float(rec.get(f"test_{row.per_sequence_key}"))
+    if v is not None:
+        return v
+    step = as_float(rec.get(f"test_{row.per_step_key}"))
+    frames, seqs = as_float(rec.get("test_frames")), as_float(rec.get("test_sequences"))
+    return step * frames / seqs if finite(step) and finite(frames) and finite(seqs) and seqs else math.nan
+
+
+def plot_curves(rows: list[Row], path: Path, refused: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """``table1_curves.png`` (and SVG, PDF): the test measure per sequence (per frame / step where a
+    run's records do not give it per sequence: then the whole panel) against wall-clock seconds,
+    one panel per (task, data, T), one line per run ending with its final evaluation (a dot),
+    coloured by row. Returns the paths written (none when no run recorded a measure)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     panels = sorted({(r.task, r.data, r.T) for r in rows}, key=lambda k: (NATURAL_TASKS.index(k[0]), k[1:]))
+    recs: dict[Path, list[dict[str, Any]]] = {}
+    for row in rows:
+        for run in row.runs:
+            metrics = read_metrics(run.metrics_path, refused) if run.metrics_path is not None else []
+            recs[run.path] = [m for m in with_final(metrics, run, x="wall_s")
+                              if f"test_{row.per_step_key}" in m or f"test_{row.per_sequence_key}" in m]
+    panels = [k for k in panels if any(recs.get(run.path) for r in rows if (r.task, r.data, r.T) == k
+                                       for run in r.runs)]
     if not panels:
-        return False
+        return []
     fig = Figure(figsize=(4.2 * len(panels) + 0.6, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    colors = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:gray")
     for ax, key in zip(axes, panels):
         mine = [r for r in rows if (r.task, r.data, r.T) == key]
+        per_seq = all(finite(measure_value(m, row, "per sequence")) for row in mine for run in row.runs
+                      for m in recs.get(run.path, []))
+        step_unit = "per step" if mine[0].measure == "log_lik" else "per frame"
+        unit = "per sequence" if per_seq else step_unit
         for i, row in enumerate(mine):
             label = f"{row.model} {row.optimizer}" + (f" ({row.arm})" if row.arm else "")
-            for j, run in enumerate(r for r in row.runs if r.metrics_path is not None):
-                recs = [m for m in read_metrics(run.metrics_path, refused) if f"test_{row.per_step_key}" in m]
-                x = [as_float(m.get("wall_s")) for m in recs]
-                y = [as_float(m.get(f"test_{row.per_step_key}")) for m in recs]
+            color = ROW_COLORS[i % len(ROW_COLORS)]
+            for j, run in enumerate(r for r in row.runs if recs.get(r.path)):
+                x = [as_float(m.get("wall_s")) for m in recs[run.path]]
+                y = [measure_value(m, row, unit) for m in recs[run.path]]
                 pts = [(a, b) for a, b in zip(x, y) if finite(a) and finite(b)]
                 if pts:  # markers where a run has few evaluations (a lone point has no line)
-                    ax.plot(*zip(*pts), color=colors[i % len(colors)], lw=1, alpha=0.8,
+                    ax.plot(*zip(*pts), color=color, lw=1, alpha=0.8,
                             marker="o" if len(pts) < 30 else None, ms=3, label=label if j == 0 else None)
-        unit = "step" if mine[0].measure == "log_lik" else "frame"
+                    if recs[run.path][-1].get("final") and finite(y[-1]) and finite(x[-1]):
+                        ax.plot(*pts[-1], color=color, marker="o", ms=4, ls="none")
         ax.set_title(f"{key[0]} ({Path(key[1]).name}, T={key[2]})", fontsize=9)
         ax.set_xlabel("wall-clock seconds")
-        ax.set_ylabel(f"test {MEASURE_NAMES[mine[0].measure]} per {unit}", fontsize=8)
+        ax.set_ylabel(f"test {MEASURE_NAMES[mine[0].measure]}\n{unit}", fontsize=8)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.savefig(path, dpi=100)
-    return True
+    suptitle(fig, "Table 1 runs: test measure vs wall clock (one line per run; dot: final evaluation)", 10)
+    return save_figure(fig, path)
 
 
 def write_table1(runs: list[Run], out: Path, curves: bool = True,
@@ -381,6 +396,6 @@ def write_table1(runs: list[Run], out: Path, curves: bool = True,
     written = [out / "table1.md", out / "table1.csv"]
     written[0].write_text(render(rows))
     write_csv(rows, written[1])
-    if curves and plot_curves(rows, out / "table1_curves.png", refused):
-        written.append(out / "table1_curves.png")
+    if curves:
+        written += plot_curves(rows, out / "table1_curves.png", refused)
     return written
