@@ -155,3 +155,150 @@ def test_auto_block_sizes_the_working_set():
     assert auto_block(100, 100, torch.float32, "meta") == 0   # not a CPU: the whole batch
     with pytest.raises(ValueError):
         RNNFastCurvature(None, "squared", block=-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fast backend's own code paths (issue 14): scored-steps-only output terms, no steps after the
+# last scored one, the in-loop weight-gradient accumulation, the input term folded into the step's
+# product for narrow and wide inputs, the feature-major losses, reused buffers.
+
+def _custom_case(n_in, hidden, n_out, T, B, loss, scored, seed=0, one_hot=False):
+    """A float64 case whose mask scores only the (step, sequence) pairs in ``scored``."""
+    from hfrnn.linalg.params import ParamLayout
+    from hfrnn.models.rnn import RNN
+    from hfrnn.tasks.base import Batch
+    g = torch.Generator().manual_seed(seed)
+    model = RNN(n_in, hidden, n_out, generator=g).double()
+    layout = ParamLayout.of(dict(model.named_parameters()))
+    theta = 0.7 * torch.randn(layout.numel, generator=g, dtype=torch.float64)
+    if one_hot:
+        x = torch.nn.functional.one_hot(torch.randint(n_in, (T, B), generator=g), n_in).double()
+    else:
+        x = torch.randn(T, B, n_in, generator=g, dtype=torch.float64)
+    mask = torch.zeros(T, B, dtype=torch.float64)
+    for t, b in scored:
+        mask[t, b] = 1.0
+    if loss == "squared":
+        y = torch.randn(T, B, n_out, generator=g, dtype=torch.float64)
+    elif loss == "logistic":
+        y = (torch.rand(T, B, n_out, generator=g) < 0.5).double()
+    else:
+        y = torch.nn.functional.one_hot(torch.randint(n_out, (T, B), generator=g), n_out).double()
+    return model, layout, theta, Batch(x, y * mask.unsqueeze(-1), mask, mask.clone())
+
+
+CUSTOM = {
+    # steps 1 and 4 scored (not every sequence at 4), steps 5-7 after the last scored step
+    "some-steps": dict(n_in=2, hidden=4, n_out=2, T=8, B=3, loss="squared", scored=[(1, 0), (1, 1), (1, 2), (4, 0), (4, 2)]),
+    # one sequence scored early only: its later steps are invalid for structural damping
+    "ragged-softmax": dict(n_in=3, hidden=3, n_out=3, T=7, B=3, loss="softmax", scored=[(2, 0), (5, 1), (5, 2), (3, 2)]),
+    "single-input": dict(n_in=1, hidden=4, n_out=1, T=6, B=2, loss="logistic", scored=[(5, 0), (5, 1), (0, 1)]),
+    "wide-one-hot-input": dict(n_in=12, hidden=3, n_out=2, T=5, B=3, loss="softmax", one_hot=True,
+                               scored=[(t, b) for t in range(5) for b in range(3)]),
+    "wide-input": dict(n_in=11, hidden=3, n_out=1, T=5, B=2, loss="squared", scored=[(4, 0), (2, 1)]),
+}
+
+
+@pytest.fixture(params=list(CUSTOM), scope="module")
+def custom(request):
+    model, layout, theta, batch = _custom_case(**CUSTOM[request.param])
+    loss = CUSTOM[request.param]["loss"]
+    G, G_S = dense_gauss_newton(forward_fn(layout, batch.inputs), theta, batch, loss, 1.0)
+    g = dense_gradient(forward_fn(layout, batch.inputs), theta, batch, loss)
+    return loss, layout, theta, batch, G, G_S, g
+
+
+@pytest.mark.parametrize("block", [0, 1, 2])
+def test_scored_steps_and_input_widths_match_dense_oracle(custom, block):
+    """Products, gradient and loss on masks that score only some steps (and leave the last steps
+    unscored), for narrow, wide and one-hot inputs, blocked or not, against the dense oracle; every
+    parameter block of the gradient (W_hh from the in-loop accumulation, W_hx from the input rows
+    of the state buffer, both biases) separately."""
+    loss, layout, theta, batch, G, G_S, g_ref = custom
+    be = RNNFastCurvature(layout, loss, block=block)
+    f0 = be.prepare(theta, batch)
+    s, _ = unroll_autograd(layout.unflatten(theta), batch.inputs)
+    assert abs(f0 - float(losses.loss(loss, s, batch.targets, batch.mask, batch.size))) < 1e-12
+    assert abs(be.loss(theta, batch) - f0) < 1e-12
+    f, g = be.loss_and_grad(theta, batch)
+    assert abs(f - f0) < 1e-12
+    got, ref = layout.unflatten(g), layout.unflatten(g_ref)
+    for name in layout.names:
+        assert torch.allclose(got[name], ref[name], atol=1e-10, rtol=1e-10), name
+    gen = torch.Generator().manual_seed(11)
+    for w in MU_WEIGHTS:
+        v = torch.randn(layout.numel, generator=gen, dtype=torch.float64)
+        got, ref = layout.unflatten(be.product(v, w)), layout.unflatten((G + w * G_S) @ v)
+        for name in layout.names:
+            assert torch.allclose(got[name], ref[name], atol=1e-10, rtol=1e-10), (name, w)
+
+
+def test_no_scored_step_gives_zero():
+    model, layout, theta, batch = _custom_case(2, 3, 1, 4, 2, "squared", scored=[])
+    be = RNNFastCurvature(layout, "squared")
+    assert be.prepare(theta, batch) == 0.0 and be.loss(theta, batch) == 0.0
+    f, g = be.loss_and_grad(theta, batch)
+    assert f == 0.0 and torch.equal(g, torch.zeros_like(g))
+    assert torch.equal(be.product(torch.ones_like(theta), 0.5), torch.zeros_like(theta))
+
+
+def test_scored_steps_bookkeeping():
+    from hfrnn.curvature.rnn_fast import ScoredSteps
+    *_, batch = _custom_case(**CUSTOM["some-steps"])
+    sc = ScoredSteps.of(batch)
+    assert sc.steps == [1, 4] and sc.n_steps == 5
+    assert sc.pos == [-1, 0, -1, -1, 1]
+    assert sc.mask.shape == (2, 1, 3) and sc.targets.shape == (2, 2, 3)
+    assert torch.equal(sc.mask[1, 0], torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_feature_major_losses_match_hfrnn_losses():
+    """The backend's loss, gradient and Hessian factors (layout [S, K, B]) against hfrnn.losses."""
+    from hfrnn.curvature import rnn_fast as rf
+    g = torch.Generator().manual_seed(12)
+    S, B, K = 4, 5, 3
+    mask = (torch.rand(S, B, generator=g) < 0.7).double()
+    s = torch.randn(S, B, K, generator=g, dtype=torch.float64)
+    u = torch.randn(S, B, K, generator=g, dtype=torch.float64)
+    fm = lambda z: z.transpose(1, 2).contiguous()  # noqa: E731
+    w = (mask / 7.0).unsqueeze(1)
+    for kind in losses.LOSSES:
+        y = torch.nn.functional.one_hot(torch.randint(K, (S, B), generator=g), K).double()
+        ref = losses.loss(kind, s, y, mask, 7.0)
+        assert torch.allclose(rf.output_loss(kind, fm(s), fm(y), mask.unsqueeze(1)) / 7.0, ref, atol=1e-14)
+        assert torch.allclose(rf.output_gradient(kind, fm(s), fm(y), w), fm(losses.grad_s(kind, s, y, mask, 7.0)),
+                              atol=1e-14)
+        f, p = rf.output_hessian(kind, fm(s), w)
+        assert torch.allclose(rf.output_hessian_vp(f, p, fm(u)), fm(losses.hessian_vp(kind, s, u, mask, 7.0)),
+                              atol=1e-14)
+
+
+def test_repeated_calls_are_bitwise_identical():
+    """Reused buffers (the forward workspace, the R t workspace) leave no trace: the same call
+    gives the same bits, in the same backend and in a fresh one."""
+    c = CASES[2]
+    model, layout, theta, batch = make_case(c)
+    v = torch.randn(layout.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+    results = []
+    for be in (RNNFastCurvature(layout, c.loss, block=2), RNNFastCurvature(layout, c.loss, block=2)):
+        for _ in range(2):
+            f, g = be.loss_and_grad(theta, batch)
+            be.prepare(theta, batch)
+            results.append((f, g, be.product(v, 0.37), be.product(v, 0.0), be.product(v, 0.37)))
+    for r in results[1:]:
+        assert r[0] == results[0][0] and all(torch.equal(a, b) for a, b in zip(r[1:], results[0][1:]))
+    assert torch.equal(results[0][2], results[0][4])
+
+
+def test_automatic_blocks_are_even():
+    from hfrnn.curvature.blocking import auto_block
+    from hfrnn.tasks.base import Batch
+    layout = make_case(CASES[0])[1]
+    be = RNNFastCurvature(layout, "squared")
+    n = auto_block(10, be.hidden, torch.float32, "cpu")
+    B = 2 * n - 24
+    x = torch.zeros(3, B, 2)
+    sizes = [p.size for p in be._blocks(Batch(x, x[..., :1], x[..., 0], x[..., 0]))]
+    assert sizes == [n - 12, n - 12]
+    assert [p.size for p in RNNFastCurvature(layout, "squared", block=n)._blocks(
+        Batch(x, x[..., :1], x[..., 0], x[..., 0]))] == [n, n - 24]  # an explicit block is kept

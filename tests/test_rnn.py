@@ -62,3 +62,35 @@ def test_sparse_init_and_input_scale():
     m = RNN(2, 100, 1, generator=torch.Generator().manual_seed(3))
     assert ((m.W_hx != 0).sum(1) == 2).all()  # fan-in 2 < 15: every input weight non-zero
     assert m.W_hx.abs().max() < 0.25 * 5 and torch.count_nonzero(m.b_init) == 0
+
+
+def test_state_buffer_forward_for_narrow_and_wide_inputs():
+    """The input term rides in the step's product (rows ``[x_i ; [i == 0] ; 1 ; h_{i-1}]`` of the
+    state buffer) for any input width; outputs at every step; ``h`` a view into the buffer."""
+    for n_in in (1, 2, 12):
+        g = torch.Generator().manual_seed(n_in)
+        m = RNN(n_in, 5, 3, generator=g).double()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+            x = torch.randn(7, 4, n_in, generator=g, dtype=torch.float64)
+            s_ref, t_ref = naive(m, x)
+            s, h = unroll_states(dict(m.named_parameters()), x)
+        assert s.shape == (7, 4, 3) and h.shape == (7, 4, 5)
+        assert torch.allclose(s, s_ref, atol=1e-12) and torch.allclose(h, torch.tanh(t_ref), atol=1e-12)
+
+
+def test_run_states_stops_early_and_scores_chosen_steps():
+    from hfrnn.models.rnn import hidden_weights, output_weights, run_states, state_buffer
+    g = torch.Generator().manual_seed(5)
+    m = RNN(2, 4, 2, generator=g).double()
+    x = torch.randn(6, 3, 2, generator=g, dtype=torch.float64)
+    p = {k: v.detach() for k, v in m.named_parameters()}
+    s_ref, t_ref = naive(m, x)
+    Z = state_buffer(x, 4, steps=3)
+    s = torch.empty(2, 2, 3, dtype=torch.float64)
+    run_states(Z, hidden_weights(p), 3, W_out=output_weights(p), pos=[0, -1, 1], s=s)
+    assert Z.shape == (4, 2 + 2 + 4, 3)
+    assert torch.allclose(Z[1:, 4:].transpose(1, 2), torch.tanh(t_ref[:3]), atol=1e-12)
+    assert torch.allclose(s.transpose(1, 2), s_ref[[0, 2]], atol=1e-12)
+    assert state_buffer(x, 4, steps=3, out=Z) is Z  # a buffer of the right shape is reused
