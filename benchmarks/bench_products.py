@@ -265,7 +265,7 @@ def floor_problem(task_name: str, T: int, hidden: int, batch: int):
     return task, layout, theta, b, v
 
 
-def hessianfree_ops(task, hidden: int, b, seed: int = 0) -> dict | None:
+def hessianfree_ops(task, hidden: int, layout: ParamLayout, theta, b, seed: int = 0) -> dict | None:
     """``calc_G`` and ``calc_grad`` of PyPI hessianfree's RNNet on the same problem (None if absent)."""
     try:
         import hessianfree as hf
@@ -281,6 +281,13 @@ def hessianfree_ops(task, hidden: int, b, seed: int = 0) -> dict | None:
         out_layer, loss = hf.nl.Softmax(), hf.loss_funcs.CrossEntropy()
     net = hf.RNNet(shape=[task.n_in, hidden, task.n_out], layers=[hf.nl.Linear(), hf.nl.Tanh(), out_layer],
                    loss_type=loss, rng=np.random.RandomState(seed))
+    # hfrnn's weights in hessianfree's layout (activations @ W + b per connection), so that both
+    # run the same network (with its own initialisation hessianfree overflows at T = 200)
+    p = layout.unflatten(theta)
+    for conn, (W, bias) in {(0, 1): ("W_hx", "b_h"), (1, 1): ("W_hh", "b_init"), (1, 2): ("W_yh", "b_y")}.items():
+        w_view, b_view = net.get_weights(net.W, conn)
+        w_view[...] = p[W].T.numpy()
+        b_view[...] = p[bias].numpy()
     net.cache_minibatch(x, y)
     v = (np.random.RandomState(seed + 1).randn(net.W.size) * 1e-2).astype(np.float32)
     return {"hessianfree_product": lambda: net.calc_G(v), "hessianfree_gradient": lambda: net.calc_grad()}
@@ -314,7 +321,7 @@ def floor_bench(task_name: str, T: int, hidden: int, batch: int, rounds: int, pe
     p = layout.unflatten(theta)
     ops.update({"product": lambda: fast.product(v, MU_LAMBDA), "product_no_damping": lambda: fast.product(v, 0.0),
                 "gradient": lambda: fast.loss_and_grad(theta, b), "forward": lambda: unroll_states(p, b.inputs)})
-    hf_ops = hessianfree_ops(task, hidden, b) if peers else None
+    hf_ops = hessianfree_ops(task, hidden, layout, theta, b) if peers else None
     if hf_ops:
         ops.update(hf_ops)
     a, w, c = torch.randn(batch, hidden), torch.randn(hidden, hidden), torch.empty(batch, hidden)
