@@ -30,7 +30,8 @@ test: $(STAMP)  ## the test suite (minutes on 2 cores; slow tests excluded)
 test-slow: $(STAMP)  ## only the slow tests
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(STAMP)  ## curvature-product benchmark (not a test)
+bench: $(STAMP)  ## products and gradients as multiples of the machine's floor, vs a minimal formulation and hessianfree (not a test; docs/performance.md)
+	$(BIN)/pip install -q -e '.[peers]' || echo "hessianfree 0.4.0 could not be installed: the benchmark skips it"
 	$(BIN)/python benchmarks/bench_products.py
 
 clean:  ## remove the virtual environment (outputs/ is kept)
