@@ -11,52 +11,113 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, register, validate
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 COMMANDS = ("train", "data", "report")
+RUN_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl")  # hfrnn.train.records.RUN_FILES
 log = logging.getLogger("hfrnn")
 
 register()
 
+# The jobs of a multirun that ran in this process: (job dir, None or the failure's message).
+_JOBS: list[tuple[Path, str | None]] = []
+
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def train_app(cfg: DictConfig) -> float | None:
-    """Hydra task function of ``hfrnn train``; returns the minibatches used (for sweepers)."""
+    """Hydra task function of ``hfrnn train``; returns the minibatches used (for sweepers).
+
+    A single run that fails exits at once with a one-line message (status 2 for a refused
+    config, 1 otherwise). A job of a multirun that fails instead records ``result.json`` with
+    ``status: error`` in its own directory and returns, so the sweep goes on; :func:`main`
+    exits non-zero at the end.
+    """
     from .parallel.launch import fit_distributed, wants_distributed
     from .train.loop import fit
+    from .train.records import WriteError
 
-    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    hydra_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir, fresh = hydra_dir, True
     try:
         typed = OmegaConf.to_object(cfg)
-        try:
-            validate(typed)
-        except ConfigError:
-            _discard_unused_run_dir(hydra_dir)
-            raise
+        validate(typed)
         # A resumed run continues in its own directory, not in the new one Hydra made.
-        run_dir = Path(typed.resume) if typed.resume else hydra_dir
+        run_dir, fresh = (Path(typed.resume), False) if typed.resume else (hydra_dir, True)
         if wants_distributed(typed):  # dist.procs > 1, or started by torchrun
             result = fit_distributed(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
             if result is None:  # a torchrun rank other than 0: rank 0 reports
                 return None
         else:
             result = fit(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    except ConfigError as e:
-        print(f"hfrnn train: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as e:  # every failure is one line; a bug's traceback goes to the log only
+        if isinstance(e, (ConfigError, WriteError)):
+            msg = str(e)
+        else:
+            msg = f"{type(e).__name__}: {e}"
+            if not isinstance(e, OSError):
+                log.exception("run failed")
+        print(f"hfrnn train: error: {msg}", file=sys.stderr)
+        if multirun or (fresh and not isinstance(e, ConfigError)):
+            _write_error_result(hydra_dir, cfg, msg)  # the job's record (never over a run's files)
+        elif isinstance(e, ConfigError):
+            _discard_unused_run_dir(hydra_dir)
+        if multirun:
+            _JOBS.append((hydra_dir, msg))
+            return None
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
+    note = f"  ({result['note']})" if result.get("note") else ""
     print(f"{result['status']}: {result['task']} T={result['T']} {result['optimizer']} seed={result['seed']} "
           f"minibatches={result['minibatches']:.0f} wall={result['wall_s']:.0f}s "
-          f"test_error_rate={result.get('test_error_rate', 'n/a')}  ->  {run_dir / 'result.json'}")
-    if result["status"] in ("error", "interrupted"):
-        sys.exit(1 if result["status"] == "error" else 130)
+          f"test_error_rate={result.get('test_error_rate', 'n/a')}  ->  {run_dir / 'result.json'}{note}")
+    failed = result["status"] == "error"
+    if failed:
+        print(f"hfrnn train: error: {result['message']}  ->  {run_dir / 'result.json'}", file=sys.stderr)
+    if multirun:
+        _JOBS.append((run_dir, result["message"] if failed else None))
+    if result["status"] == "interrupted":
+        sys.exit(130)  # a signal stops a sweep too
+    if failed:
+        if multirun:
+            return None
+        sys.exit(1)
     return float(result["minibatches"])
+
+
+def _write_error_result(job_dir: Path, cfg: DictConfig, message: str) -> None:
+    """``result.json`` with ``status: error`` for a job that failed before (or without) its own.
+
+    Never in a directory that holds a run's files; best effort (the disk may be the problem).
+    """
+    from . import __version__
+    from .train.records import holds_run, write_json_atomic
+
+    try:
+        if not job_dir.is_dir() or holds_run(job_dir):
+            return
+        try:
+            config = OmegaConf.to_container(cfg, resolve=True)
+        except Exception:  # a value that does not resolve: keep the overrides as written
+            config = OmegaConf.to_container(cfg, resolve=False)
+        pick = {k: OmegaConf.select(cfg, k, default=None, throw_on_resolution_failure=False)
+                for k in ("task.name", "T", "model.name", "optimizer.name", "seed")}
+        write_json_atomic(job_dir / "result.json", {
+            "task": pick["task.name"], "T": pick["T"], "model": pick["model.name"],
+            "optimizer": pick["optimizer.name"], "seed": pick["seed"], "status": "error", "success": False,
+            "message": message, "iterations": 0, "minibatches": 0.0, "forward_evals": 0.0, "wall_s": 0.0,
+            "hfrnn_version": __version__, "config": config})
+    except Exception as e:  # nothing more can be recorded
+        log.warning("cannot write %s: %s", job_dir / "result.json", e)
 
 
 def _discard_unused_run_dir(run_dir: Path) -> None:
@@ -73,6 +134,60 @@ def _discard_unused_run_dir(run_dir: Path) -> None:
         pass  # best effort: a leftover empty directory is harmless
 
 
+def _override(args: list[str], key: str) -> str | None:
+    """The value of ``key=...`` (or ``+key=``/``++key=``) among command-line overrides."""
+    value = None
+    for a in args:
+        name, sep, v = a.lstrip("+").partition("=")
+        if sep and name == key:
+            value = v.strip().strip("'\"")
+    return value
+
+
+def _refuse_existing_run_dir(args: list[str]) -> str | None:
+    """A fresh single run given ``hydra.run.dir=<a run's directory>``: the one-line refusal.
+
+    Checked before Hydra starts, because Hydra writes ``.hydra/`` and its log into the directory
+    first (:func:`hfrnn.train.loop.fit` refuses such a directory too, atomically).
+    """
+    if "-m" in args or "--multirun" in args or _override(args, "resume") not in (None, "", "null"):
+        return None
+    run_dir = _override(args, "hydra.run.dir")
+    if not run_dir or "${" in run_dir:
+        return None
+    held = next((n for n in RUN_FILES if (Path(run_dir) / n).exists()), None)
+    if held is None:
+        return None
+    return (f"{run_dir} already holds a run ({held} exists): give a new hydra.run.dir, "
+            f"or continue that run with resume={run_dir}")
+
+
+def _sweep_failures(started: float) -> tuple[int, list[tuple[Path, str]]]:
+    """The jobs of the multirun that just ended, and those that failed.
+
+    Jobs run in this process are known directly; jobs a launcher ran elsewhere are found by the
+    ``result.json`` files written in the sweep directory since ``started``.
+    """
+    jobs = {d.resolve(): msg for d, msg in _JOBS}
+    try:
+        sweep = Path(HydraConfig.get().sweep.dir) if HydraConfig.initialized() else None
+    except Exception:
+        sweep = None
+    if sweep is not None and sweep.is_dir():
+        import json
+
+        for res in sweep.glob("*/result.json"):
+            try:
+                if res.stat().st_mtime < started or res.parent.resolve() in jobs:
+                    continue
+                r = json.loads(res.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(r, dict):
+                jobs[res.parent.resolve()] = (r.get("message") or "error") if r.get("status") == "error" else None
+    return len(jobs), [(d, m) for d, m in jobs.items() if m is not None]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -80,8 +195,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
+        refusal = _refuse_existing_run_dir(rest)
+        if refusal:
+            print(f"hfrnn train: error: {refusal}", file=sys.stderr)
+            return 2
         sys.argv = [f"hfrnn {cmd}", *rest]
+        _JOBS.clear()
+        started = time.time() - 1.0  # file times can lag the clock a little
         train_app()
+        if "-m" in rest or "--multirun" in rest:
+            n, failed = _sweep_failures(started)
+            if failed:
+                print(f"hfrnn train: error: {len(failed)} of {n} jobs failed:", file=sys.stderr)
+                for d, msg in failed:
+                    print(f"  {d}: {msg}", file=sys.stderr)
+                return 1
         return 0
     if cmd == "data":
         try:

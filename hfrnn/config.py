@@ -140,6 +140,28 @@ def register() -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Check values Hydra's types cannot; raise :class:`ConfigError` naming the key."""
+    import dataclasses
+    import math
+
+    def numbers(node: Any, prefix: str = ""):  # (key, value) of every float in the config tree
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            for f in dataclasses.fields(node):
+                yield from numbers(getattr(node, f.name), f"{prefix}{f.name}.")
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                yield from numbers(v, f"{prefix}{k}.")
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                yield from numbers(v, f"{prefix}{i}.")
+        elif isinstance(node, float):
+            yield prefix[:-1], node
+
+    # NaN passes every `x <= 0` test below, so non-finite numbers are refused first, wherever they
+    # are; +inf only where it means "no limit".
+    for key, value in numbers(cfg):
+        if math.isnan(value) or (math.isinf(value) and not (value > 0 and key in ("budget.max_minibatches",
+                                                                                   "budget.max_wall_s"))):
+            raise ConfigError(f"{key} must be a finite number, got {key}={value}")
     if cfg.T < 2:
         raise ConfigError(f"T must be >= 2, got T={cfg.T}")
     if cfg.hidden < 1:

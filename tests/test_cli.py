@@ -134,3 +134,74 @@ def test_multirun_two_jobs(tmp_path):
     results = sorted(sweep.glob("*/result.json"))
     assert len(results) == 2
     assert {json.loads(r.read_text())["task"] for r in results} == {"addition", "xor"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 15: NaN settings, run directories, sweeps with a failing job.
+
+@pytest.mark.parametrize("bad", ["optimizer=sgd optimizer.lr=nan", "optimizer=adam optimizer.lr=nan",
+                                 "model.input_scale=nan", "model.init_scale=inf", "budget.max_minibatches=nan",
+                                 "optimizer.damping.initial=inf", "task.success_threshold=nan",
+                                 "optimizer=adam optimizer.eps=nan"])
+def test_non_finite_values_are_refused(bad):
+    with pytest.raises(ConfigError, match="finite"):
+        validate(OmegaConf.to_object(_compose(bad.split())))
+
+
+def test_an_infinite_budget_is_allowed():
+    validate(OmegaConf.to_object(_compose(["budget.max_minibatches=inf", "budget.max_wall_s=inf"])))
+
+
+def test_nan_learning_rate_is_a_one_line_error(tmp_path):
+    p = _run(["train", "optimizer=sgd", "optimizer.lr=nan", "T=12", "hidden=8", "budget.max_iterations=2",
+              f"hydra.run.dir={tmp_path / 'r'}"], tmp_path)
+    assert p.returncode == 2 and "optimizer.lr" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_default_run_directories_name_the_model_and_are_unique():
+    """Two runs started in the same second that differ in the model (or anything) get two directories."""
+    hydra = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "train.yaml"), resolve=False)["hydra"]
+    for name in (hydra["run"]["dir"], hydra["sweep"]["subdir"]):
+        for key in ("task.name", "T", "model.name", "optimizer.name", "seed"):
+            assert "${" + key + "}" in name, (name, key)
+    assert "%f" in hydra["run"]["dir"] and "%f" in hydra["sweep"]["dir"]
+
+
+def test_two_runs_started_together_get_two_directories(tmp_path):
+    """The default names, two runs at once that differ only in `hidden`."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "hfrnn.cli", "train", "task=addition", "optimizer=sgd", "T=10",
+            "task.test_size=200", "budget.max_iterations=2"]
+    procs = [subprocess.Popen(args + [f"hidden={h}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for h in (8, 9)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    results = sorted((tmp_path / "outputs" / "runs").glob("*/*/result.json"))
+    assert len(results) == 2
+    assert {json.loads(r.read_text())["config"]["hidden"] for r in results} == {8, 9}
+
+
+def test_fresh_run_into_a_run_directory_is_refused(tmp_path):
+    out = tmp_path / "run"
+    (out / ".hydra").mkdir(parents=True)
+    for name in (".hydra/config.yaml", "train.log", "metrics.jsonl"):  # what a run leaves (in part)
+        (out / name).write_text(f"{name} of the earlier run\n")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    p = _run(["train", "task=addition", *TINY, "hidden=9", f"hydra.run.dir={out}"], tmp_path)
+    assert p.returncode == 2 and "already holds a run" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_multirun_continues_after_a_failed_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = _run(["train", "-m", "T=10,1,12", "optimizer=sgd", "hidden=8", "task.test_size=200",
+              "budget.max_iterations=2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert p.returncode == 1, p.stderr
+    results = {json.loads(r.read_text())["T"]: json.loads(r.read_text()) for r in sweep.glob("*/result.json")}
+    assert set(results) == {10, 1, 12}
+    assert results[1]["status"] == "error" and "T must be >= 2" in results[1]["message"]
+    assert results[10]["status"] == results[12]["status"] == "budget_exhausted"
+    assert "1 of 3 jobs failed" in p.stderr

@@ -9,8 +9,9 @@ L2 term ``weight_cost * theta``) and ``k`` the number of accepted steps so far::
     theta <- theta - lr * m_hat / (sqrt(v_hat) + eps),
              m_hat = m / (1 - beta1^k),  v_hat = v / (1 - beta2^k)
 
-A step whose loss or gradient is not finite is rejected and leaves ``theta``, ``m``, ``v`` and
-``k`` untouched (a NaN would otherwise poison the moment estimates forever); the training loop
+A step whose loss or gradient is not finite, or that would make ``theta`` not finite (a NaN
+learning rate, an overflow), is rejected and leaves ``theta``, ``m``, ``v`` and ``k`` untouched
+(a NaN would otherwise poison the moment estimates forever); the training loop
 ends the run after ``max_rejections`` consecutive rejections. Same interface as
 :class:`hfrnn.optim.sgd.SGD`.
 """
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from ..curvature.protocol import CurvatureBackend
 from ..tasks.base import Batch
-from .first_order import FirstOrderStepInfo, clipped_gradient
+from .first_order import FirstOrderStepInfo, check_shape, clipped_gradient, reject_non_finite
 
 AdamStepInfo = FirstOrderStepInfo  # the same record: loss_before, grad_norm, accepted, reason, minibatches
 
@@ -69,12 +70,20 @@ class Adam:
         if g is None:
             self.consecutive_rejections += 1
             return info
-        self.k += 1
-        self.m.mul_(o.beta1).add_(g, alpha=1 - o.beta1)
-        self.v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
-        m_hat = self.m / (1 - o.beta1 ** self.k)
-        v_hat = self.v / (1 - o.beta2 ** self.k)
-        self.theta.addcdiv_(m_hat, v_hat.sqrt_().add_(o.eps), value=-o.lr)
+        k = self.k + 1
+        # The same kernels as an in-place update, on copies: accepted steps are bit-identical.
+        m = self.m.mul(o.beta1).add_(g, alpha=1 - o.beta1)
+        v = self.v.mul(o.beta2).addcmul_(g, g, value=1 - o.beta2)
+        m_hat = m / (1 - o.beta1 ** k)
+        v_hat = v / (1 - o.beta2 ** k)
+        theta = self.theta.addcdiv(m_hat, v_hat.sqrt_().add_(o.eps), value=-o.lr)
+        if not reject_non_finite(theta, info):
+            self.consecutive_rejections += 1
+            return info
+        self.k = k
+        self.m.copy_(m)
+        self.v.copy_(v)
+        self.theta.copy_(theta)
         self.consecutive_rejections = 0
         return info
 
@@ -84,6 +93,8 @@ class Adam:
                 "consecutive_rejections": self.consecutive_rejections}
 
     def load_state_dict(self, state: dict) -> None:
+        check_shape("m", state["m"], self.m)
+        check_shape("v", state["v"], self.v)
         self.m.copy_(state["m"])
         self.v.copy_(state["v"])
         self.k = int(state["k"])

@@ -3,7 +3,8 @@
     f = L(batch) + wc/2 |theta|^2,   g = dL/dtheta + wc theta,   g <- g * min(1, clip / |g|)
 
 A non-finite loss or gradient is reported (``g is None``, ``info.accepted`` False) so the caller
-rejects the step.
+rejects the step; so is an update that would make the parameters non-finite
+(:func:`reject_non_finite`): non-finite values never reach ``theta``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from torch import Tensor
 from ..curvature.protocol import CurvatureBackend, steps_per_sequence
 from ..tasks.base import Batch
 from . import SEQUENCES_PER_MINIBATCH
-
 
 
 @dataclass
@@ -52,3 +52,18 @@ def clipped_gradient(theta: Tensor, backend: CurvatureBackend, sample: Callable[
     if clip > 0 and norm > clip:
         g = g * (clip / norm)
     return g, info
+
+
+def reject_non_finite(theta_new: Tensor, info: FirstOrderStepInfo) -> bool:
+    """True when the proposed parameters are all finite; else marks ``info`` as a rejected step."""
+    if bool(theta_new.isfinite().all()):
+        return True
+    info.accepted, info.reason = False, "non_finite_update"
+    return False
+
+
+def check_shape(name: str, saved: Tensor, current: Tensor) -> None:
+    """A saved optimiser tensor must match exactly (``copy_`` would broadcast a wrong one)."""
+    if not isinstance(saved, Tensor) or saved.shape != current.shape:
+        shape = tuple(saved.shape) if isinstance(saved, Tensor) else type(saved).__name__
+        raise ValueError(f"optimizer state {name} has shape {shape}, expected {tuple(current.shape)}")

@@ -5,6 +5,10 @@
 
 with ``clip(g) = g * min(1, clip / |g|)`` (gradient-norm clipping; 0 disables it) and the
 gradient computed by BPTT on a fresh batch of ``batch_size`` sequences each step.
+
+A step whose loss or gradient is not finite, or that would make ``theta`` not finite (a huge or
+NaN learning rate, an overflow), is rejected: ``theta`` and ``v`` stay as they were and the step
+counts as a rejection (``reason``: ``non_finite_gradient`` or ``non_finite_update``).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from torch import Tensor
 
 from ..curvature.protocol import CurvatureBackend
 from ..tasks.base import Batch
-from .first_order import FirstOrderStepInfo, clipped_gradient
+from .first_order import FirstOrderStepInfo, check_shape, clipped_gradient, reject_non_finite
 
 @dataclass
 class SGDOptions:
@@ -50,8 +54,14 @@ class SGD:
         if g is None:
             self.consecutive_rejections += 1
             return info
-        self.velocity.mul_(o.momentum).add_(g, alpha=-o.lr)
-        self.theta.add_(self.velocity)
+        # The same kernels as the in-place update, on copies: accepted steps are bit-identical.
+        velocity = self.velocity.mul(o.momentum).add_(g, alpha=-o.lr)
+        theta = self.theta.add(velocity)
+        if not reject_non_finite(theta, info):
+            self.consecutive_rejections += 1
+            return info
+        self.velocity.copy_(velocity)
+        self.theta.copy_(theta)
         self.consecutive_rejections = 0
         return info
 
@@ -59,5 +69,6 @@ class SGD:
         return {"velocity": self.velocity.detach().cpu().clone(), "consecutive_rejections": self.consecutive_rejections}
 
     def load_state_dict(self, state: dict) -> None:
+        check_shape("velocity", state["velocity"], self.velocity)
         self.velocity.copy_(state["velocity"])
         self.consecutive_rejections = int(state["consecutive_rejections"])

@@ -24,7 +24,8 @@ sequences ``b`` of the batch, ``d`` over the ``D`` output units, ``N`` scored st
 * always ``frames = N`` and ``sequences = S`` so that sums over several batches can be combined.
 
 A "sequence" is a window of ``T`` frames (``T - 1`` predictions) unless it was padded. The
-natural problems have no success rule: ``wrong`` is all False and runs never "solve".
+natural problems have no success rule and runs never "solve": ``wrong`` is True only for a
+sequence with a non-finite output at a scored step (a NaN network is never right).
 """
 from __future__ import annotations
 
@@ -123,7 +124,8 @@ class NaturalTask:
         return self._test_batch
 
     def wrong(self, outputs: Tensor, batch: Batch) -> Tensor:
-        return torch.zeros(batch.size, dtype=torch.bool)
+        bad = ~torch.isfinite(outputs.detach()).all(-1)  # [T, B]
+        return (bad & (batch.score_mask.to(outputs.device) > 0)).any(0)
 
     def extra_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
         s, y, m = outputs.double(), batch.targets.double(), batch.mask.double()

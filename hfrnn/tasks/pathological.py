@@ -117,6 +117,8 @@ def wrong_sequences(loss: str, outputs: Tensor, batch: Batch, tol: float = REAL_
     Args:
         loss: ``squared`` (prediction ``s``; wrong when ``|s - y| > tol``), ``logistic``
             (wrong when ``(s > 0) != y``) or ``softmax`` (wrong when ``argmax s != argmax y``).
+            Whatever the loss, a step with a non-finite output (NaN, inf) is wrong: no comparison
+            with NaN is true, so without this rule a NaN network would be "solved".
         outputs: pre-activations ``s`` ``[T, B, K]``.
         batch: the batch; its ``score_mask`` ``[T, B]`` says where a step counts.
         tol: absolute tolerance for real targets.
@@ -134,6 +136,7 @@ def wrong_sequences(loss: str, outputs: Tensor, batch: Batch, tol: float = REAL_
         step_wrong = s.argmax(-1) != y.argmax(-1)
     else:
         raise ValueError(f"unknown loss {loss!r}; expected squared, logistic or softmax")
+    step_wrong = step_wrong | ~torch.isfinite(s).all(-1)
     return (step_wrong & (batch.score_mask.to(outputs.device) > 0)).any(0)
 
 

@@ -39,9 +39,43 @@ def load(run_dir: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"resume={run_dir}: no {CHECKPOINT} there (is it an hfrnn run directory?)")
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # a foreign or damaged file
-        raise ConfigError(f"resume={run_dir}: {CHECKPOINT} is unreadable ({type(e).__name__}: {e})") from None
+        raise unreadable(run_dir, e) from None
+    problem = _problem(state)
+    if problem:
+        raise unreadable(run_dir, problem)
+    return state
+
+
+def unreadable(run_dir: str | Path, why: Exception | str) -> ConfigError:
+    """The one-line error for a checkpoint that cannot be used."""
+    text = f"{type(why).__name__}: {why}" if isinstance(why, Exception) else why
+    return ConfigError(f"resume={run_dir}: {CHECKPOINT} is unreadable ({text})")
+
+
+# What every checkpoint since hfrnn 0.1 holds; newer keys (last_test, last_eval_minibatches) are optional.
+REQUIRED = {"theta": torch.Tensor, "optimizer": dict, "counters": dict, "data_rng": torch.Tensor,
+            "torch_rng": torch.Tensor, "config": dict}
+REQUIRED_COUNTERS = ("iteration", "minibatches", "forward_evals", "wall_s")
+
+
+def _problem(state: Any) -> str | None:
+    """Why ``state`` is not a checkpoint of this program, or None."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a checkpoint"
+    for key, kind in REQUIRED.items():
+        if not isinstance(state.get(key), kind):
+            return f"{key} is missing or not a {kind.__name__}"
+    if state["theta"].dim() != 1:
+        return f"theta has shape {tuple(state['theta'].shape)}, not a flat vector"
+    for key in REQUIRED_COUNTERS:
+        value = state["counters"].get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"counters.{key} is missing or not a number"
+    if not isinstance(state.get("last_test", {}), dict):
+        return "last_test is not a dict"
+    return None
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

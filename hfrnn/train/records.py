@@ -1,11 +1,17 @@
 """Run records: ``metrics.jsonl`` (one line per iteration) and atomic JSON/checkpoint writes.
 
 A file another tool reads is never half-written: it is written to a temporary file in the same
-directory, flushed to disk and renamed over the target (``os.replace`` is atomic on POSIX).
+directory, flushed to disk and renamed over the target (``os.replace`` is atomic on POSIX). That
+includes cutting ``metrics.jsonl`` back on resume; a torn last line (a crash in mid-write) is
+dropped there.
+
+A directory holds one run: a fresh run claims it by creating ``metrics.jsonl`` exclusively and
+refuses a directory that already holds a run's files (:data:`RUN_FILES`).
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -13,6 +19,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..config import ConfigError
+
+log = logging.getLogger(__name__)
+RUN_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl")  # a directory with any of them holds a run
+
+
+class RunDirInUse(ConfigError):
+    """A fresh run aimed at a directory that already holds a run."""
+
+
+class WriteError(Exception):
+    """A run's files could not be written (disk full, read-only); the message is one line."""
+
+
+def holds_run(run_dir: Path) -> str | None:
+    """The first of :data:`RUN_FILES` in ``run_dir``, or None."""
+    return next((name for name in RUN_FILES if (Path(run_dir) / name).exists()), None)
+
+
+def refuse_if_held(run_dir: Path) -> None:
+    """Raise :class:`RunDirInUse` if ``run_dir`` already holds a run."""
+    held = holds_run(run_dir)
+    if held:
+        raise RunDirInUse(f"{run_dir} already holds a run ({held} exists): give a new hydra.run.dir, "
+                          f"or continue that run with resume={run_dir}")
 
 
 def _clean(x: Any) -> Any:
@@ -30,6 +62,8 @@ def _atomic(path: Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if path.exists():  # keep the file's permissions (mkstemp makes it owner-only)
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -46,19 +80,62 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 
 def save_checkpoint_atomic(path: Path, state: dict) -> None:
-    _atomic(path, lambda fh: torch.save(state, fh))
+    try:
+        _atomic(path, lambda fh: torch.save(state, fh))
+    except RuntimeError as e:  # torch.save reports a short write (a full disk) as a RuntimeError
+        raise OSError(f"torch.save failed: {str(e).strip()}") from e
+
+
+def read_metrics_lines(path: Path) -> tuple[list[str], int]:
+    """The lines of ``metrics.jsonl`` that parse as JSON objects, and how many did not.
+
+    A crash can leave a half-written last line; it is dropped, never an error.
+    """
+    good, bad = [], 0
+    for ln in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            ok = isinstance(json.loads(ln), dict)
+        except ValueError:
+            ok = False
+        if ok:
+            good.append(ln)
+        else:
+            bad += 1
+    return good, bad
 
 
 class MetricsWriter:
-    """Appends one JSON object per line and flushes it (a crash loses at most the current line)."""
+    """Appends one JSON object per line and flushes it (a crash loses at most the current line).
 
-    def __init__(self, path: Path, truncate_after: int | None = None) -> None:
+    Args:
+        path: the ``metrics.jsonl`` of the run.
+        truncate_after: on resume, the checkpoint's iteration: later lines (written after the
+            checkpoint) and unreadable ones are dropped, atomically.
+        fresh: a new run: the file must not exist yet (it is created exclusively, so two runs
+            never share it).
+    """
+
+    def __init__(self, path: Path, truncate_after: int | None = None, fresh: bool = False) -> None:
         self.path = Path(path)
+        if fresh:
+            try:
+                self._fh = open(self.path, "x", encoding="utf-8")
+            except FileExistsError:
+                raise RunDirInUse(f"{self.path.parent} already holds a run (metrics.jsonl exists): give a new "
+                                  f"hydra.run.dir, or continue that run with resume={self.path.parent}") from None
+            return
         if truncate_after is not None and self.path.exists():
             # On resume: keep only the iterations the checkpoint has seen.
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("iteration", 0) <= truncate_after]
-            self.path.write_text("".join(k + "\n" for k in kept))
+            original = self.path.read_bytes()
+            lines, bad = read_metrics_lines(self.path)
+            kept = [ln for ln in lines if _iteration(ln) <= truncate_after]
+            text = "".join(k + "\n" for k in kept).encode()
+            if bad:
+                log.warning("%s: dropped %d unreadable line(s) (a write cut short by a crash)", self.path, bad)
+            if text != original:
+                _atomic(self.path, lambda fh: fh.write(text))
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
@@ -66,4 +143,12 @@ class MetricsWriter:
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # a full disk: the lines were flushed one by one, as far as they went
+            pass
+
+
+def _iteration(line: str) -> float:
+    it = json.loads(line).get("iteration", 0)
+    return it if isinstance(it, (int, float)) else math.inf
