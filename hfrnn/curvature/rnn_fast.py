@@ -1,7 +1,8 @@
 """Fast curvature products for the tanh RNN: Pearlmutter's R-operator and hand-written BPTT.
 
-One forward pass over the curvature batch caches the hidden states ``h`` and ``d = 1 - h^2``;
-every product ``(G + w G_S) v`` then costs one R-forward and one backward pass (section 3.1):
+One forward pass over the curvature batch caches the hidden states ``h`` (``d = 1 - h^2`` is
+formed from them where it is used); every product ``(G + w G_S) v`` then costs one R-forward and
+one backward pass (section 3.1):
 
 R-forward (the directional derivative of eq. 1-3 along ``v = (V_hx, V_hh, v_bh, v_init, V_yh, v_by)``)::
 
@@ -12,25 +13,29 @@ R-forward (the directional derivative of eq. 1-3 along ``v = (V_hx, V_hh, v_bh, 
 Backward (BPTT) with output error ``e_s = (L o g)'' R s`` and, for structural damping, the extra
 hidden error ``e_t = w (D o e)'' R t = c valid_i R h_i`` (``c = w scale / n``; section 3.2)::
 
-    dt_i = (W_yh^T e_s_i + W_hh^T dt_{i+1}) * d_i + e_t_i
+    dt_i = (W_yh^T e_s_i + W_hh^T dt_{i+1}) * d_i + e_t_i = d_i * (c valid_i R t_i + W_yh^T e_s_i + W_hh^T dt_{i+1})
 
 How the work is laid out (the floor is the ``4 T`` products ``[B, H] @ [H, H]`` of a product,
-``3 T`` of a gradient; ``benchmarks/bench_products.py`` measures against it):
+``3 T`` of a gradient; ``benchmarks/bench_products.py`` measures against it, ``docs/performance.md``):
 
-* Everything happens inside the time loops, on ``[B, H]`` slices that stay in cache; nothing
+* Everything happens inside the time loops, on ``[H, B]`` slices that stay in cache; nothing
   streams a whole ``[T, B, H]`` tensor through memory outside them.
-* Each step's row of the state buffer (:func:`hfrnn.models.rnn.state_buffer`) holds
-  ``[x_i | [i == 0] | 1 | h_{i-1} | R h_{i-1}]``. One product of that row with
-  ``[V_hx | v_init | v_bh | V_hh | W_hh]^T`` is the whole ``R t_i``: the narrow input term, both
-  biases, ``V_hh h_{i-1}`` and the recurrence, at the cost of a few extra columns.
-* Backward, one product ``[dt_{i+1} | e_s_i] @ [W_hh ; W_yh]`` gives the error at ``h_i``, and
-  one ``addmm_`` of the same ``[dt_{i+1} | e_s_i]^T`` with the row ``[x_{i+1} | [i+1 == 0] | 1 |
-  h_i]`` accumulates every weight gradient of that step (``W_hx, b_init, b_h, W_hh`` from
+* The state buffer (:func:`hfrnn.models.rnn.state_buffer`) is feature-major: step ``i``'s block
+  ``Z[i]`` holds ``[x_i ; [i == 0] ; 1 ; h_{i-1} ; R h_{i-1}]``, every slice contiguous. One
+  product ``[V_hx | v_init | v_bh | V_hh | W_hh] @ Z[i]`` is the whole ``R t_i``: the narrow input
+  term, both biases, ``V_hh h_{i-1}`` and the recurrence, at the cost of a few extra columns.
+* Backward, one product ``[W_hh ; W_yh]^T @ [dt_{i+1} ; e_s_i]`` gives the error at ``h_i``, and
+  one ``addmm_`` of the same ``[dt_{i+1} ; e_s_i]`` with ``Z[i + 1]^T = [x_{i+1} | [i+1 == 0] | 1
+  | h_i]`` accumulates every weight gradient of that step (``W_hx, b_init, b_h, W_hh`` from
   ``dt``, and ``b_y, W_yh`` from ``e_s``) into one small ``[H + K, n + 2 + H]`` matrix.
+* ``d_i *`` is one fused ``tanh_backward`` kernel on ``h_i``; the structural term rides on the
+  backward product as ``R t_i.addmm_(..., beta=c)``.
 * Output-side work (``s``, ``R s``, the loss Hessian, ``e_s``) runs only at the steps where some
   sequence is scored (read off the mask once per prepared batch), and no step after the last
   scored one is run at all (nothing there reaches the loss; structural damping's weight is zero
-  there too, see :func:`~.protocol.valid_steps`).
+  there too, see :func:`~.protocol.valid_steps`). The loss and its derivatives work in the same
+  feature-major layout ``[S, K, B]``; the loss Hessian's factors are computed once per prepared
+  batch.
 
 Every batch is run a block of sequences at a time (:mod:`.blocking`); all blocks accumulate into
 the same small gradient matrix.
