@@ -253,7 +253,8 @@ def test_scored_steps_bookkeeping():
 
 
 def test_feature_major_losses_match_hfrnn_losses():
-    """The backend's loss, gradient and Hessian factors (layout [S, K, B]) against hfrnn.losses."""
+    """The backend's loss and gradient and the Hessian factors in its layout ([S, K, B], dim=1)
+    against hfrnn.losses in the [T, B, K] layout."""
     from hfrnn.curvature import rnn_fast as rf
     g = torch.Generator().manual_seed(12)
     S, B, K = 4, 5, 3
@@ -268,8 +269,8 @@ def test_feature_major_losses_match_hfrnn_losses():
         assert torch.allclose(rf.output_loss(kind, fm(s), fm(y), mask.unsqueeze(1)) / 7.0, ref, atol=1e-14)
         assert torch.allclose(rf.output_gradient(kind, fm(s), fm(y), w), fm(losses.grad_s(kind, s, y, mask, 7.0)),
                               atol=1e-14)
-        f, p = rf.output_hessian(kind, fm(s), w)
-        assert torch.allclose(rf.output_hessian_vp(f, p, fm(u)), fm(losses.hessian_vp(kind, s, u, mask, 7.0)),
+        f, p = losses.hessian_factors(kind, fm(s), w, dim=1)
+        assert torch.allclose(losses.apply_hessian(f, p, fm(u), dim=1), fm(losses.hessian_vp(kind, s, u, mask, 7.0)),
                               atol=1e-14)
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import losses
@@ -84,47 +83,16 @@ class ScoredSteps:
 
 
 # The matched losses of :mod:`hfrnn.losses` at the scored steps, in the feature-major layout
-# ``[S, K, B]`` of the loops (there, the softmax runs over a middle dimension with the batch
-# contiguous, instead of over a last dimension of size K). Same definitions; the float64 oracle
-# tests check them against autograd on :func:`hfrnn.losses.loss`.
+# ``[S, K, B]`` of the loops: the output units on axis 1 (``dim=1``), the batch contiguous.
 
 def output_loss(kind: str, s: Tensor, y: Tensor, m: Tensor) -> Tensor:
     """``sum(m * l(s; y))`` (a 0-dim tensor) for ``s, y`` ``[S, K, B]`` and weights ``m`` ``[S, 1, B]``."""
-    if kind == "squared":
-        return torch.sum(0.5 * (s - y).square() * m)
-    if kind == "logistic":
-        return torch.sum(F.binary_cross_entropy_with_logits(s, y, reduction="none") * m)
-    return -torch.sum(y * torch.log_softmax(s, 1) * m)
-
-
-def output_predict(kind: str, s: Tensor) -> Tensor:
-    """``g(s)`` for ``s`` ``[S, K, B]``."""
-    if kind == "squared":
-        return s
-    return torch.sigmoid(s) if kind == "logistic" else torch.softmax(s, 1)
+    return torch.sum(losses.per_step_loss(kind, s, y, dim=1) * m.squeeze(1))
 
 
 def output_gradient(kind: str, s: Tensor, y: Tensor, w: Tensor) -> Tensor:
     """``dL/ds = (g(s) - y) * w`` ``[S, K, B]`` (``w = mask / norm`` ``[S, 1, B]``)."""
-    return (output_predict(kind, s) - y) * w
-
-
-def output_hessian(kind: str, s: Tensor, w: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Factors ``(f, p)`` of ``(L o g)''`` at ``s``, computed once per prepared batch, such that
-    ``(L o g)'' u = f * u`` (squared, logistic) or ``f * (u - sum_k p u)`` (softmax)."""
-    if kind == "squared":
-        return w, None
-    p = output_predict(kind, s)
-    if kind == "logistic":
-        return p * (1 - p) * w, None
-    return p * w, p
-
-
-def output_hessian_vp(f: Tensor, p: Tensor | None, u: Tensor) -> Tensor:
-    """``(L o g)'' u`` from the factors of :func:`output_hessian`."""
-    if p is None:
-        return u * f
-    return (u - (p * u).sum(1, keepdim=True)) * f
+    return (losses.predict(kind, s, dim=1) - y) * w
 
 
 def forward_block(p: dict[str, Tensor], x: Tensor, sc: ScoredSteps, extra: int = 0,
@@ -275,7 +243,7 @@ class _Prepared:
 
     sc: ScoredSteps
     Z: Tensor
-    f: Tensor  # output_hessian factors [S, K, B] (or [S, 1, B])
+    f: Tensor  # losses.hessian_factors [S, K, B] (or [S, 1, B])
     p: Tensor | None
     valid: Tensor  # [steps, 1, B]
     full: list[bool]  # per step: valid for every sequence
@@ -370,7 +338,7 @@ class RNNFastCurvature:
             if not sc.steps:
                 continue
             Z, s = forward_block(p, part.inputs, sc, extra=H)
-            f, pr = output_hessian(self.loss_kind, s, sc.mask / norm)
+            f, pr = losses.hessian_factors(self.loss_kind, s, sc.mask / norm, dim=1)
             valid = valid_steps(part.mask)[:sc.n_steps]
             full = valid.ne(0).all(1).tolist()
             blocks.append(_Prepared(sc, Z, f, pr, valid.unsqueeze(1), full))
@@ -394,6 +362,6 @@ class RNNFastCurvature:
                 b.Rt = b.Z.new_empty(b.sc.n_steps, self.hidden, b.Z.shape[2])
             Rt = b.Rt if c else None
             r_forward_steps(b.Z, V, V_out, b.sc.pos, Rs, Rt, b.valid if c else None, b.full)
-            e_s = output_hessian_vp(b.f, b.p, Rs)
+            e_s = losses.apply_hessian(b.f, b.p, Rs, dim=1)
             bptt_steps(b.Z, e_s, b.sc.pos, p["W_hh"], W_back, acc, c, Rt)
         return gradient_from(acc, self.layout, n)
