@@ -23,7 +23,6 @@ from .config import ConfigError, register, validate
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 COMMANDS = ("train", "data", "report")
-RUN_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl")  # hfrnn.train.records.RUN_FILES
 log = logging.getLogger("hfrnn")
 
 register()
@@ -41,7 +40,7 @@ def train_app(cfg: DictConfig) -> float | None:
     ``status: error`` in its own directory and returns, so the sweep goes on; :func:`main`
     exits non-zero at the end.
     """
-    from .parallel.launch import fit_distributed, wants_distributed
+    from .train.launch import fit_distributed, wants_distributed
     from .train.loop import fit
     from .train.records import WriteError
 
@@ -155,7 +154,9 @@ def _refuse_existing_run_dir(args: list[str]) -> str | None:
     run_dir = _override(args, "hydra.run.dir")
     if not run_dir or "${" in run_dir:
         return None
-    held = next((n for n in RUN_FILES if (Path(run_dir) / n).exists()), None)
+    from .train.records import holds_run
+
+    held = holds_run(Path(run_dir))
     if held is None:
         return None
     return (f"{run_dir} already holds a run ({held} exists): give a new hydra.run.dir, "
@@ -212,18 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         return 0
     if cmd == "data":
-        try:
-            from .data_cli import main as data_main
-        except ImportError:
-            print("hfrnn data: not available in this build", file=sys.stderr)
-            return 2
+        from .data_cli import main as data_main
         return int(data_main(rest) or 0)
     if cmd == "report":
-        try:
-            from .report.cli import main as report_main
-        except ImportError:
-            print("hfrnn report: not available yet in this version", file=sys.stderr)
-            return 2
+        from .report.cli import main as report_main
         return int(report_main(rest) or 0)
     print(f"hfrnn: unknown command {cmd!r}, try: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2

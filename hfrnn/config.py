@@ -1,130 +1,27 @@
-"""Dataclass schemas for the Hydra configs, registered with the ConfigStore.
+"""The edge between Hydra and the core: the config schemas registered with Hydra's ConfigStore.
 
-The YAML files in ``configs/`` fill these schemas; because every node is typed, a misspelt key or
-a wrong type fails at start with Hydra's own message, before any work. Values that Hydra cannot
-check (ranges, choices) are checked by :func:`validate`, which raises :class:`ConfigError` with a
-one-line message.
+The schemas are plain dataclasses (:mod:`hfrnn.train.schema`, the optimisers' options in
+:mod:`hfrnn.optim`); the YAML files in ``configs/`` fill them, and because every node is typed, a
+misspelt key or a wrong type fails at start with Hydra's own message, before any work. Values that
+Hydra cannot check (ranges, choices) are checked by :func:`validate`. Only this module, the CLI
+and the data CLI import Hydra.
 
-The optimiser schemas live in the core (``hfrnn.optim``) as plain dataclasses; the YAML of each
-optimiser names its schema in its defaults list (``hf_schema``, ``sgd_schema``, ``adam_schema``).
+The YAML of each optimiser names its schema in its defaults list (``hf_schema``, ``sgd_schema``,
+``adam_schema``); the task and model groups name ``task_schema`` and ``model_schema``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
-
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
+from .errors import ConfigError
 from .optim.adam import AdamOptions
 from .optim.hessian_free import HFOptions
 from .optim.sgd import SGDOptions
+from .train.schema import (DEVICES, DIST_BACKENDS, DTYPES, BudgetConfig, DataConfig, DistConfig, EvalConfig,
+                           ModelConfig, TaskConfig, TrainConfig, validate)
 
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "float64")
-DIST_BACKENDS = ("auto", "gloo", "nccl")
-
-
-class ConfigError(ValueError):
-    """An impossible configuration value (reported in one line, no traceback)."""
-
-
-@dataclass
-class TaskConfig:
-    """``task.*``: the problem and its variants (``specs/tasks.md``); ``T`` is top-level."""
-
-    name: str = MISSING
-    variable_length: Optional[bool] = None
-    shared_length: bool = False
-    addition_target: str = "sum"
-    sentinel: bool = False
-    loss_every_step: bool = True
-    total_length_is_T: bool = False
-    test_size: int = 10000
-    success_threshold: float = 0.01
-    options: Dict[str, Any] = field(default_factory=dict)  # natural tasks' own options
-
-
-@dataclass
-class ModelConfig:
-    """``model.*``: architecture and initialisation (``hidden`` is top-level, read by the RNN only).
-
-    ``n_nonzero`` and ``input_scale`` apply to ``rnn``; ``blocks``, ``cells_per_block``,
-    ``forget_bias`` and ``peepholes`` to ``lstm`` (:class:`hfrnn.models.lstm.LSTM`);
-    ``init_scale`` to both (the RNN's factor on its sparse weights, the LSTM's uniform range).
-    """
-
-    name: str = "rnn"
-    n_nonzero: int = 15
-    input_scale: float = 0.25
-    init_scale: float = 1.0
-    blocks: int = 30
-    cells_per_block: int = 10
-    forget_bias: float = 1.0
-    peepholes: bool = False
-
-
-@dataclass
-class BudgetConfig:
-    """``budget.*``: when a run gives up (the paper: 50,000 minibatches)."""
-
-    max_minibatches: float = 50000.0
-    max_wall_s: Optional[float] = None
-    max_iterations: Optional[int] = None
-
-
-@dataclass
-class EvalConfig:
-    """``eval.*``: test evaluation at least every ``every_minibatches`` of work."""
-
-    every_minibatches: float = 50.0
-    chunk: int = 0  # test sequences per forward pass; 0 = cache-sized (hfrnn.curvature.blocking)
-
-
-@dataclass
-class DataConfig:
-    """``data.*``: where a natural task's HDF5 file is."""
-
-    path: Optional[str] = None
-
-
-@dataclass
-class DistConfig:
-    """``dist.*``: data-parallel HF over ``torch.distributed`` (:mod:`hfrnn.parallel`).
-
-    ``procs`` processes on this machine (1: no process group at all), each with ``threads``
-    threads; ``backend`` is ``auto`` (``nccl`` on CUDA, else ``gloo``), ``gloo`` or ``nccl``; a
-    collective that waits longer than ``timeout_s`` for a peer raises (the run ends as ``error``).
-    Under ``torchrun`` the processes come from its environment and ``procs`` is ignored.
-    """
-
-    procs: int = 1
-    backend: str = "auto"
-    timeout_s: float = 300.0
-
-
-@dataclass
-class TrainConfig:
-    """The composed ``hfrnn train`` config."""
-
-    defaults: List[Any] = field(default_factory=lambda: [
-        {"task": "addition"}, {"model": "rnn"}, {"optimizer": "hf"}, "_self_"])
-    task: TaskConfig = MISSING
-    model: ModelConfig = MISSING
-    optimizer: Any = MISSING
-    T: int = 30
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
-    hidden: int = 100
-    threads: int = 1
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    dist: DistConfig = field(default_factory=DistConfig)
-    checkpoint_every: int = 10
-    log_every: int = 0  # 0: a log line at each test evaluation only
-    resume: Optional[str] = None
+__all__ = ["ConfigError", "register", "validate", "TrainConfig", "TaskConfig", "ModelConfig", "BudgetConfig",
+           "EvalConfig", "DataConfig", "DistConfig", "DEVICES", "DTYPES", "DIST_BACKENDS"]
 
 
 def register() -> None:
@@ -136,82 +33,3 @@ def register() -> None:
     cs.store(group="optimizer", name="hf_schema", node=HFOptions)
     cs.store(group="optimizer", name="sgd_schema", node=SGDOptions)
     cs.store(group="optimizer", name="adam_schema", node=AdamOptions)
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Check values Hydra's types cannot; raise :class:`ConfigError` naming the key."""
-    import dataclasses
-    import math
-
-    def numbers(node: Any, prefix: str = ""):  # (key, value) of every float in the config tree
-        if dataclasses.is_dataclass(node) and not isinstance(node, type):
-            for f in dataclasses.fields(node):
-                yield from numbers(getattr(node, f.name), f"{prefix}{f.name}.")
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                yield from numbers(v, f"{prefix}{k}.")
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                yield from numbers(v, f"{prefix}{i}.")
-        elif isinstance(node, float):
-            yield prefix[:-1], node
-
-    # NaN passes every `x <= 0` test below, so non-finite numbers are refused first, wherever they
-    # are; +inf only where it means "no limit".
-    for key, value in numbers(cfg):
-        if math.isnan(value) or (math.isinf(value) and not (value > 0 and key in ("budget.max_minibatches",
-                                                                                   "budget.max_wall_s"))):
-            raise ConfigError(f"{key} must be a finite number, got {key}={value}")
-    if cfg.T < 2:
-        raise ConfigError(f"T must be >= 2, got T={cfg.T}")
-    if cfg.hidden < 1:
-        raise ConfigError(f"hidden must be >= 1, got hidden={cfg.hidden}")
-    if cfg.eval.chunk < 0:
-        raise ConfigError(f"eval.chunk must be >= 0 (0 = automatic), got eval.chunk={cfg.eval.chunk}")
-    if cfg.device not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got device={cfg.device}")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got dtype={cfg.dtype}")
-    if not 0 <= cfg.seed < 2 ** 32:
-        raise ConfigError(f"seed must be in [0, 2**32), got seed={cfg.seed}")
-    if cfg.threads < 0:
-        raise ConfigError(f"threads must be >= 0 (0 = PyTorch's default), got threads={cfg.threads}")
-    if cfg.budget.max_minibatches <= 0:
-        raise ConfigError(f"budget.max_minibatches must be > 0, got {cfg.budget.max_minibatches}")
-    if cfg.dist.procs < 1:
-        raise ConfigError(f"dist.procs must be >= 1, got dist.procs={cfg.dist.procs}")
-    if cfg.dist.backend not in DIST_BACKENDS:
-        raise ConfigError(f"dist.backend must be one of {', '.join(DIST_BACKENDS)}; got {cfg.dist.backend}")
-    if cfg.dist.timeout_s <= 0:
-        raise ConfigError(f"dist.timeout_s must be > 0, got {cfg.dist.timeout_s}")
-    m = cfg.model
-    if m.name == "lstm" and min(m.blocks, m.cells_per_block) < 1:
-        raise ConfigError(f"model.blocks and model.cells_per_block must be >= 1, got {m.blocks}, {m.cells_per_block}")
-    if m.init_scale <= 0:
-        raise ConfigError(f"model.init_scale must be > 0, got {m.init_scale}")
-    opt = cfg.optimizer
-    if isinstance(opt, HFOptions):
-        if opt.curvature not in ("fast", "generic"):
-            raise ConfigError(f"optimizer.curvature must be fast or generic, got {opt.curvature}")
-        if opt.rho_batch not in ("curvature", "gradient"):
-            raise ConfigError(f"optimizer.rho_batch must be curvature or gradient, got {opt.rho_batch}")
-        if opt.rho not in ("damped", "undamped"):
-            raise ConfigError(f"optimizer.rho must be damped or undamped, got {opt.rho}")
-        if opt.structural.mu < 0:
-            raise ConfigError(f"optimizer.structural.mu must be >= 0, got {opt.structural.mu}")
-        if opt.damping.initial <= 0:
-            raise ConfigError(f"optimizer.damping.initial must be > 0, got {opt.damping.initial}")
-        if min(opt.batch.gradient, opt.batch.curvature, opt.batch.chunk, opt.cg.max_iters) < 1:
-            raise ConfigError("optimizer.batch.* and optimizer.cg.max_iters must be >= 1")
-        if opt.batch.block < 0:
-            raise ConfigError(f"optimizer.batch.block must be >= 0 (0 = automatic), got {opt.batch.block}")
-    elif isinstance(opt, SGDOptions):
-        if opt.lr <= 0 or opt.batch_size < 1:
-            raise ConfigError(f"optimizer.lr must be > 0 and batch_size >= 1 (got {opt.lr}, {opt.batch_size})")
-    elif isinstance(opt, AdamOptions):
-        if opt.lr <= 0 or opt.batch_size < 1:
-            raise ConfigError(f"optimizer.lr must be > 0 and batch_size >= 1 (got {opt.lr}, {opt.batch_size})")
-        if not (0 <= opt.beta1 < 1 and 0 <= opt.beta2 < 1):
-            raise ConfigError(f"optimizer.beta1 and optimizer.beta2 must be in [0, 1), got {opt.beta1}, {opt.beta2}")
-        if opt.eps <= 0 or opt.clip < 0:
-            raise ConfigError(f"optimizer.eps must be > 0 and optimizer.clip >= 0 (got {opt.eps}, {opt.clip})")

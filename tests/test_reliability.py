@@ -83,9 +83,11 @@ class AlwaysNaN(RNNFastCurvature):
 
 
 def test_repeated_non_finite_steps_end_as_diverged(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "make_backend", lambda cfg, model, task: AlwaysNaN(
+    import hfrnn.api
+
+    monkeypatch.setattr(hfrnn.api, "make_backend", lambda model, loss, *a, **k: AlwaysNaN(
         __import__("hfrnn.linalg.params", fromlist=["ParamLayout"]).ParamLayout.of(dict(model.named_parameters())),
-        task.loss))
+        loss))
     run = tmp_path / "r"
     run.mkdir()
     res = _fit(TINY + ["optimizer.max_rejections=3"], run)
@@ -159,8 +161,11 @@ def _files(run_dir):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_nan_learning_rate_never_reaches_the_parameters(tmp_path, optimizer):
+def test_nan_learning_rate_never_reaches_the_parameters(tmp_path, optimizer, monkeypatch):
     """lr=nan (validation bypassed): every step is rejected, theta stays, the run diverges."""
+    import hfrnn.api
+
+    monkeypatch.setattr(hfrnn.api, "check_options", lambda opts, prefix="": opts)  # the optimiser's own defence
     run = tmp_path / "r"
     run.mkdir()
     res = _fit(FIRST_ORDER + [f"optimizer={optimizer}", "optimizer.lr=nan", "optimizer.max_rejections=3"], run)
@@ -384,11 +389,12 @@ def test_parameters_that_become_non_finite_end_the_run(tmp_path, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.opt, name)
 
-        def step(self, sample):
+        def step(self, *batches):
             self.n += 1
-            info = self.opt.step(sample)
-            if self.n == 3:
-                self.opt.theta[0] = math.nan
+            info = self.opt.step(*batches)
+            if self.n == 3:  # the model's parameters are the source of truth
+                with torch.no_grad():
+                    next(self.opt.model.parameters()).view(-1)[0] = math.nan
             return info
 
     monkeypatch.setattr(loop, "make_optimizer", lambda *a: Poison(make(*a)))

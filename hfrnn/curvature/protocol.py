@@ -86,6 +86,32 @@ def structural_hessian(h: Tensor, mask: Tensor, norm: float | Tensor, scale: flo
     return (scale / norm) * (1 - h * h) * valid_steps(mask).unsqueeze(-1)
 
 
+# (D o e)'' per hidden unit as a function of the hidden state ``h = e(t)``, for each supported
+# hidden nonlinearity ``e`` and its matching distance ``D`` (section 3.2):
+#   tanh      h = tanh(t) = 2 sigma(2t) - 1, D the cross-entropy of sigma(2t):   1 - h^2
+#   logistic  h = sigma(t), D the cross-entropy of sigma(t):                      h (1 - h)
+#   linear    h = t, D = 1/2 |h - h_n|^2 (penalises the hidden states directly):   1
+HIDDEN_NONLINEARITIES = {
+    "tanh": (torch.tanh, lambda h: 1 - h * h),
+    "logistic": (torch.sigmoid, lambda h: h * (1 - h)),
+    "linear": (lambda t: t, lambda h: torch.ones_like(h)),
+}
+
+
+def structural_hessian_of(kind: str, t: Tensor, mask: Tensor, norm: float | Tensor, scale: float) -> Tensor:
+    """:func:`structural_hessian` for hidden pre-activations ``t`` ``[T, B, H]`` of ``kind`` units.
+
+    ``tanh`` is exactly :func:`structural_hessian` of ``tanh(t)``; an unknown kind raises.
+    """
+    if kind == "tanh":
+        return structural_hessian(torch.tanh(t), mask, norm, scale)
+    if kind not in HIDDEN_NONLINEARITIES:
+        raise ValueError(f"unknown hidden nonlinearity {kind!r} for structural damping; supported: "
+                         f"{', '.join(HIDDEN_NONLINEARITIES)} (or turn structural damping off)")
+    e, curv = HIDDEN_NONLINEARITIES[kind]
+    return (scale / norm) * curv(e(t)) * valid_steps(mask).unsqueeze(-1)
+
+
 def sequence_count(batch: Batch) -> float:
     """The objective's normaliser: the number of sequences ``B`` (at least 1 to avoid 0/0)."""
     return float(max(batch.size, 1))

@@ -6,7 +6,8 @@ prediction is wrong (``specs/tasks.md``). Every tensor is time-major:
 * ``inputs``  ``[T, B, n_in]``  (zero after a sequence's end)
 * ``targets`` ``[T, B, n_out]`` (real values, bits, or one-hot classes; zero where unscored)
 * ``mask``    ``[T, B]``        1 where the target enters the loss
-* ``score_mask`` ``[T, B]``     1 where the target decides right or wrong (often ``mask``)
+* ``score_mask`` ``[T, B]``     1 where the target decides right or wrong (default: ``mask``);
+  only the tasks' scoring reads it, never the optimisers
 
 The objective is the paper's (section 2): each sequence's loss is summed over its scored steps,
 and the objective averages over sequences: ``L = sum_{t,b} mask * l(s_tb, y_tb) / B``.
@@ -14,7 +15,7 @@ and the objective averages over sequences: ``L = sum_{t,b} mask * l(s_tb, y_tb) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -22,12 +23,26 @@ from torch import Tensor
 
 @dataclass
 class Batch:
-    """One batch of sequences, time-major (see the module docstring for shapes)."""
+    """One batch of sequences, time-major (see the module docstring for shapes).
+
+    ``mask`` defaults to every step scored, ``score_mask`` to ``mask``.
+    """
 
     inputs: Tensor
     targets: Tensor
-    mask: Tensor
-    score_mask: Tensor
+    mask: Optional[Tensor] = None
+    score_mask: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        if self.inputs.dim() != 3 or self.targets.dim() != 3 or self.inputs.shape[:2] != self.targets.shape[:2]:
+            raise ValueError(f"inputs and targets must be time-major [T, B, n] with the same T and B, got "
+                             f"{tuple(self.inputs.shape)} and {tuple(self.targets.shape)}")
+        if self.mask is None:
+            self.mask = self.inputs.new_ones(self.inputs.shape[:2])
+        if self.mask.shape != self.inputs.shape[:2]:
+            raise ValueError(f"mask must be [T, B] = {tuple(self.inputs.shape[:2])}, got {tuple(self.mask.shape)}")
+        if self.score_mask is None:
+            self.score_mask = self.mask
 
     @property
     def T(self) -> int:
@@ -93,3 +108,15 @@ class Task(Protocol):
     def extra_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
         """Task-specific measures on a batch (e.g. squared error per frame); may be empty."""
         ...
+
+
+DATA_KEYS = ("dataset", "path", "description", "mode", "T")  # what result.json's ``data`` record holds
+
+
+def data_description(task: Task) -> dict[str, Any] | None:
+    """What a natural task's data is (``DATA_KEYS`` of its ``info``: no counts), or None for the
+    generated pathological problems. ``result.json`` records it under ``data``."""
+    info = getattr(task, "info", None)
+    if not isinstance(info, dict):
+        return None
+    return {k: info[k] for k in DATA_KEYS if k in info}

@@ -6,21 +6,19 @@ changing the data stream never changes the initial network and vice versa.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
 
-from ..config import ConfigError, TrainConfig
-from ..curvature.generic import GenericCurvature
-from ..curvature.rnn_fast import RNNFastCurvature
-from ..linalg.params import ParamLayout
+from ..api import ModuleOptimizer, optimizer_for
+from ..errors import ConfigError
 from ..models.lstm import LSTM
 from ..models.rnn import RNN
-from ..optim.adam import Adam, AdamOptions
-from ..optim.hessian_free import HessianFree, HFOptions
-from ..optim.sgd import SGD, SGDOptions
-from ..parallel.sharded import shard_if_distributed
+from ..optim.hessian_free import HFOptions
+from ..parallel import dist
 from ..tasks.base import Task
+from .schema import TrainConfig
 
 log = logging.getLogger(__name__)
 INIT_SEED_OFFSET = 2 ** 33
@@ -45,10 +43,8 @@ def make_task(cfg: TrainConfig) -> Task:
             return pathological.make_task(t.name, cfg.T, **{k: getattr(t, k) for k in TASK_KEYS})
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    try:
-        from ..tasks.natural import make_natural_task
-    except ImportError:  # pragma: no cover - natural tasks not installed
-        raise ConfigError(f"unknown task {t.name!r}") from None
+    from ..tasks.natural import make_natural_task
+
     try:  # data.path defaults to the file `hfrnn data` writes for the task
         return make_natural_task(t.name, cfg.T, cfg.data.path, **dict(t.options))
     except ValueError as e:
@@ -69,29 +65,16 @@ def make_model(cfg: TrainConfig, task: Task) -> torch.nn.Module:
     raise ConfigError(f"unknown model {m.name!r}; available: rnn, lstm")
 
 
-def make_backend(cfg: TrainConfig, model: torch.nn.Module, task: Task):
-    opt = cfg.optimizer
-    scale = opt.structural.scale if isinstance(opt, HFOptions) else 1.0
-    curvature = opt.curvature if isinstance(opt, HFOptions) else "fast"
-    if curvature == "fast" and isinstance(model, RNN):
-        block = opt.batch.block if isinstance(opt, HFOptions) else 0  # SGD/Adam: automatic
-        backend = RNNFastCurvature(ParamLayout.of(dict(model.named_parameters())), task.loss, scale, block)
-    else:
-        backend = GenericCurvature(model, task.loss, scale)
-    return shard_if_distributed(backend)  # each process evaluates its slice of every batch
-
-
 def initial_damping(opts: HFOptions, task: Task, T: int) -> float:
     """lambda_0, times T on tasks whose released settings scale it (random permutation)."""
     return opts.damping.initial * (T if opts.damping.scale_by_T and task.damping_scale_T else 1)
 
 
-def make_optimizer(cfg: TrainConfig, theta: torch.Tensor, backend, task: Task):
-    opt = cfg.optimizer
-    if isinstance(opt, HFOptions):
-        return HessianFree(theta, backend, opt, initial_damping(opt, task, cfg.T))
-    if isinstance(opt, SGDOptions):
-        return SGD(theta, backend, opt)
-    if isinstance(opt, AdamOptions):
-        return Adam(theta, backend, opt)
-    raise ConfigError(f"unknown optimizer config {type(opt).__name__}")
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, task: Task) -> ModuleOptimizer:
+    """The public optimiser (:mod:`hfrnn.api`) the config names, over ``model``; HF starts from the
+    task's lambda_0; inside a process group every rank evaluates its share of each batch."""
+    opts = cfg.optimizer
+    if isinstance(opts, HFOptions):
+        lam = initial_damping(opts, task, cfg.T)
+        opts = dataclasses.replace(opts, damping=dataclasses.replace(opts.damping, initial=lam))
+    return optimizer_for(model, task.loss, opts, shard=dist.is_distributed())

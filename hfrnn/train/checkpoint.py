@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .records import save_checkpoint_atomic
 
 CHECKPOINT = "checkpoint.pt"

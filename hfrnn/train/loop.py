@@ -32,17 +32,16 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..config import ConfigError, TrainConfig
-from ..provenance import source_revision
-from ..curvature.blocking import auto_block
-from ..linalg.params import ParamLayout
-from ..models.rnn import RNN, unroll_states
-from ..optim.hessian_free import HessianFree, hf_info_dict
+from ..api import ModuleOptimizer
+from ..errors import ConfigError
 from ..parallel import dist
-from .build import make_backend, make_model, make_optimizer, make_task, resolve_device
-from .evaluate import evaluate
+from ..provenance import source_revision
+from ..tasks.base import Task, data_description
 from . import checkpoint as ckpt
-from .records import MetricsWriter, WriteError, refuse_if_held, write_json_atomic
+from .build import make_model, make_optimizer, make_task, resolve_device
+from .evaluate import evaluate
+from .records import MetricsWriter, WriteError, refuse_if_held, step_record, write_json_atomic
+from .schema import TrainConfig
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -114,21 +113,6 @@ class _StopRequest:
             signal.signal(s, h)
 
 
-def outputs_fn(model: torch.nn.Module, layout: ParamLayout):
-    """``(theta, x) -> s`` for evaluation."""
-    if isinstance(model, RNN):
-        return lambda theta, x: unroll_states(layout.unflatten(theta), x)[0]
-    from torch.func import functional_call
-    return lambda theta, x: functional_call(model, layout.unflatten(theta), (x,))[0]
-
-
-def _auto_eval_chunk(model: torch.nn.Module, test, device: torch.device, dtype: torch.dtype) -> int:
-    """``eval.chunk=0``: the RNN's cache-sized block (hfrnn.curvature.blocking), else 2000."""
-    if not isinstance(model, RNN) or test is None:
-        return 2000
-    return auto_block(test.mask.shape[0], model.W_hh.shape[0], dtype, device) or 2000
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -179,212 +163,245 @@ def _nothing_to_do(run_dir: Path, counters: dict, cfg: TrainConfig) -> dict | No
     return {**previous, "note": f"nothing to do: {why}"}
 
 
-def _restore(saved: dict, run_dir: Path, theta: torch.Tensor, opt, data_gen: torch.Generator) -> None:
-    """Load a checkpoint's state; a checkpoint with the wrong contents is "unreadable" (one line)."""
-    try:
-        if saved["theta"].shape != theta.shape:
-            raise ValueError(f"theta has {saved['theta'].numel()} parameters, this model {theta.numel()}")
-        theta.copy_(saved["theta"])
-        opt.load_state_dict(saved["optimizer"])
-        data_gen.set_state(saved["data_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-        raise ckpt.unreadable(run_dir, e) from None
-
-
 def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     """Train one run in ``run_dir`` (or continue ``cfg.resume``); returns the result record.
 
     The record is also written to ``result.json``; a checkpoint is written every
     ``checkpoint_every`` iterations and at the end, whatever the outcome.
     """
-    saved = None
-    main = dist.rank() == 0  # the rank that evaluates and writes files
-    if cfg.resume:
-        run_dir = Path(cfg.resume)
-        saved = ckpt.load(run_dir)
-        ckpt.check_compatible(saved["config"], resolved_config)
-        done = _nothing_to_do(run_dir, {"iteration": 0, "minibatches": 0.0, "forward_evals": 0.0,
-                                        "wall_s": 0.0, **saved["counters"]}, cfg)
-        if done is not None:
-            return done if main else {"status": done.get("status"), "message": done.get("note", ""),
-                                      "iterations": done.get("iterations"), "rank": dist.rank()}
-        log.info("resuming %s at iteration %d", run_dir, saved["counters"]["iteration"])
-    run_dir = Path(run_dir)
-    if saved is None and main:
-        refuse_if_held(run_dir)  # checked again, atomically, when metrics.jsonl is created
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device, dtype = dist.rank_device(resolve_device(cfg.device)), DTYPES[cfg.dtype]
-    task = make_task(cfg)
-    model = make_model(cfg, task).to(device=device, dtype=dtype)
-    layout = ParamLayout.of(dict(model.named_parameters()))
-    theta = layout.flatten({k: v.detach() for k, v in model.named_parameters()}).clone()
-    if saved is None and not bool(theta.isfinite().all()):
-        m = cfg.model
-        raise ConfigError(f"the initial parameters are not finite (model.input_scale={m.input_scale}, "
-                          f"model.init_scale={m.init_scale})")
-    backend = make_backend(cfg, model, task)
-    opt = make_optimizer(cfg, theta, backend, task)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    counters = {"iteration": 0, "minibatches": 0.0, "forward_evals": 0.0, "wall_s": 0.0,
-                "last_eval_minibatches": -math.inf}
-    last_test: dict = {}
-    if saved is not None:
-        _restore(saved, run_dir, theta, opt, data_gen)
-        counters.update(saved["counters"])
-        last_test = dict(saved.get("last_test", {}))  # absent in checkpoints of hfrnn < 0.1.0 final
-    test = task.test_set().to(device, dtype) if main else None
-    forward = outputs_fn(model, layout)
-    eval_chunk = cfg.eval.chunk or _auto_eval_chunk(model, test, device, dtype)
-    threshold = cfg.task.success_threshold
-    sd = opt.opts.structural if isinstance(opt, HessianFree) else None  # the mu resolved for the task
-    mu = f" (structural mu={sd.mu:g})" if sd is not None and sd.enabled else ""
-    log.info("task=%s T=%d model=%s(%d params) optimizer=%s%s device=%s dtype=%s threads=%d",
-             task.name, cfg.T, cfg.model.name, layout.numel, cfg.optimizer.name, mu, device, cfg.dtype,
-             torch.get_num_threads())
-
-    def sample(n: int):
-        return task.sample(n, data_gen).to(device, dtype)
-
-    def state_now() -> dict:
-        return ckpt.Snapshot(theta, opt, counters, last_test, data_gen).state
-
-    def write_checkpoint(state: dict) -> None:
-        if main:
-            ckpt.save(run_dir, {**state, "config": resolved_config, "version": __version__})
-
-    if not main:
-        metrics = _NoMetrics()
-    elif saved is None:
-        metrics = MetricsWriter(run_dir / "metrics.jsonl", fresh=True)  # claims the directory
-    else:
-        metrics = MetricsWriter(run_dir / "metrics.jsonl", truncate_after=counters["iteration"])
-    status, message = "budget_exhausted", ""
-    wall_before = counters["wall_s"]
-    t_start = time.monotonic()
+    saved, run_dir, done = _open(cfg, Path(run_dir), resolved_config)
+    if done is not None:
+        return done
+    run = _Run(cfg, run_dir, resolved_config, saved)
     stop = _StopRequest().__enter__()
     try:  # the handlers stay until the checkpoint and result.json are written
-        snapshot = state_now()
-        try:
-            while True:
-                if budget_spent(counters, cfg.budget, wall=False):
-                    break
-                if cfg.budget.max_wall_s is not None and dist.agree(counters["wall_s"] >= cfg.budget.max_wall_s):
-                    break  # rank 0's clock decides for all
-                snapshot = state_now()  # what an interruption during this iteration falls back to
-                info = opt.step(sample)
-                if not bool(theta.isfinite().all()):
-                    raise _NonFinite(f"the parameters became non-finite in iteration {counters['iteration'] + 1}")
-                counters["iteration"] += 1
-                counters["minibatches"] += info.minibatches
-                counters["forward_evals"] += info.forward_evals
-                counters["rejected_steps"] = counters.get("rejected_steps", 0) + (not info.accepted)
-                rec = {"iteration": counters["iteration"]}
-                if isinstance(opt, HessianFree):
-                    rec.update(hf_info_dict(info))
-                    rec["train_loss"] = info.loss_after
-                else:
-                    rec.update(train_loss=info.loss_before, grad_norm=info.grad_norm, accepted=info.accepted,
-                               reason=info.reason)
-                # train_loss is the paper's objective (per sequence); the per-step mean is for display.
-                rec["train_loss_per_step"] = rec["train_loss"] / info.steps_per_sequence
-                due = counters["minibatches"] - counters["last_eval_minibatches"] >= cfg.eval.every_minibatches
-                if due:
-                    if main:
-                        last_test = evaluate(forward, theta, task, test, eval_chunk)
-                        counters["forward_evals"] += test.size / 1000
-                    counters["last_eval_minibatches"] = counters["minibatches"]
-                    rec.update(last_test)
-                counters["wall_s"] = wall_before + time.monotonic() - t_start
-                rec.update(minibatches=counters["minibatches"], forward_evals=counters["forward_evals"],
-                           rejected_steps=counters["rejected_steps"], wall_s=round(counters["wall_s"], 3))
-                metrics.write(rec)
-                if due or (cfg.log_every and counters["iteration"] % cfg.log_every == 0):
-                    log.info("it %d  loss/seq %.4g  test_err %s  minibatches %.0f  %.0fs%s", counters["iteration"],
-                             rec["train_loss"], f"{last_test.get('test_error_rate', float('nan')):.4f}",
-                             counters["minibatches"], counters["wall_s"],
-                             f"  lambda {rec['lambda']:.3g} rho {rec['rho']} cg {rec['cg_iters']}"
-                             if "lambda" in rec else "")
-                solved = main and due and task.has_success_rule and last_test["test_error_rate"] < threshold
-                if dist.agree(solved, theta):  # rank 0 evaluated; every rank stops together
-                    status = "solved"
-                    break
-                if opt.consecutive_rejections >= cfg.optimizer.max_rejections:
-                    status, message = "diverged", f"{opt.consecutive_rejections} consecutive rejected steps"
-                    log.error("run diverged: %s", message)
-                    break
-                if cfg.checkpoint_every and counters["iteration"] % cfg.checkpoint_every == 0:
-                    write_checkpoint(state_now())
-                if dist.agree(stop.signal is not None, theta):  # rank 0's signal stops every rank
-                    status, message = "interrupted", f"interrupted by {stop.signal or 'rank 0'}"
-                    log.warning("run interrupted after iteration %d; checkpoint and result written",
-                                counters["iteration"])
-                    break
-            final_state = state_now()
-        except (KeyboardInterrupt, _Interrupted) as e:
-            stop.finish()
-            status, message = "interrupted", f"interrupted by {type(e).__name__} {e}".strip()
-            log.warning("run interrupted: the unfinished iteration is dropped; checkpoint and result written")
-            final_state = snapshot
-        except _NonFinite as e:
-            stop.finish()
-            status, message = "diverged", str(e)
-            log.error("run diverged: %s; the iteration is dropped", message)
-            final_state = snapshot
-        except Exception as e:  # recorded, then reported through the exit status
-            stop.finish()
-            status, message = "error", f"{type(e).__name__}: {e}"
-            if isinstance(e, OSError):  # a full or read-only disk: no traceback needed
-                log.error("run failed: %s", message)
-            else:
-                log.exception("run failed")
-            final_state = snapshot
-        finally:
-            stop.finish()
-            metrics.close()
-        return _finish(cfg, run_dir, main, status, message, final_state, wall_before + time.monotonic() - t_start,
-                       write_checkpoint, task, test, forward, eval_chunk, layout, device, dtype, resolved_config)
+        status, message, final_state = run.train(stop)
+        return run.finish(status, message, final_state)
     finally:
         stop.__exit__()
         if stop.ignored:
             log.warning("%d signal(s) arrived while the run was ending; ignored", stop.ignored)
 
 
-def _finish(cfg, run_dir, main, status, message, final_state, wall_s, write_checkpoint, task, test, forward,
-            eval_chunk, layout, device, dtype, resolved_config) -> dict:
-    """Write the final checkpoint and ``result.json`` (the signal handlers are still ignoring)."""
-    counters = dict(final_state["counters"], wall_s=wall_s)
-    last_test = final_state["last_test"]
-    final_state["counters"] = counters
-    try:
-        write_checkpoint(final_state)  # the state after the last iteration: what a resume continues
-    except OSError as e:
-        log.error("cannot write %s: %s", run_dir / ckpt.CHECKPOINT, e)
-        what = f"cannot write {ckpt.CHECKPOINT}: {e}"
-        message = f"{message}; {what}" if status == "error" and message else what
-        status = "error"
-    stale = not last_test or counters["last_eval_minibatches"] < counters["minibatches"]
-    if stale and status != "error" and main:
-        # The result reports the final parameters; this evaluation is not part of the checkpoint,
-        # so a resumed run repeats exactly the evaluations an uninterrupted one makes.
-        last_test = evaluate(forward, final_state["theta"].to(device, dtype), task, test, eval_chunk)
-        counters["forward_evals"] += test.size / 1000
-    if not main:
-        return {"status": status, "message": message, "iterations": counters["iteration"], "rank": dist.rank()}
-    result = {
-        "task": task.name, "T": cfg.T, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
-        "seed": cfg.seed, "status": status, "success": status == "solved", "message": message,
-        "iterations": counters["iteration"], "minibatches": counters["minibatches"],
-        "forward_evals": counters["forward_evals"], "rejected_steps": counters.get("rejected_steps", 0),
-        "wall_s": round(counters["wall_s"], 3), "n_params": layout.numel, "loss_unit": LOSS_UNIT, **last_test,
-        "hfrnn_version": __version__, "hfrnn_source": source_revision(), "machine": machine_info(device), "config": resolved_config,
-    }
-    try:
-        write_json_atomic(run_dir / "result.json", result)
-    except OSError as e:
-        ended = f"{status}: {message}" if message else status
-        raise WriteError(f"cannot write {run_dir / 'result.json'} ({e}); the run ended {ended}") from None
-    log.info("result: %s after %.0f minibatches, %.0f s -> %s", status, counters["minibatches"],
-             counters["wall_s"], run_dir / "result.json")
-    return result
+def _open(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> tuple[dict | None, Path, dict | None]:
+    """``(checkpoint or None, the run's directory, the result when a resume has nothing to do)``."""
+    if not cfg.resume:
+        if dist.rank() == 0:
+            refuse_if_held(run_dir)  # checked again, atomically, when metrics.jsonl is created
+        return None, run_dir, None
+    run_dir = Path(cfg.resume)
+    saved = ckpt.load(run_dir)
+    ckpt.check_compatible(saved["config"], resolved_config)
+    done = _nothing_to_do(run_dir, {"iteration": 0, "minibatches": 0.0, "forward_evals": 0.0, "wall_s": 0.0,
+                                    **saved["counters"]}, cfg)
+    if done is not None and dist.rank() != 0:
+        done = {"status": done.get("status"), "message": done.get("note", ""), "iterations": done.get("iterations"),
+                "rank": dist.rank()}
+    if done is None:
+        log.info("resuming %s at iteration %d", run_dir, saved["counters"]["iteration"])
+    return saved, run_dir, done
+
+
+class _Run:
+    """One run's objects and counters, and the steps of the loop (:func:`fit` reads them in order)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resolved_config: dict, saved: dict | None) -> None:
+        self.cfg, self.run_dir, self.resolved_config = cfg, run_dir, resolved_config
+        self.main = dist.rank() == 0  # the rank that evaluates and writes files
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device, self.dtype = dist.rank_device(resolve_device(cfg.device)), DTYPES[cfg.dtype]
+        self.task: Task = make_task(cfg)
+        model = make_model(cfg, self.task).to(device=self.device, dtype=self.dtype)
+        if saved is None and not all(bool(p.isfinite().all()) for p in model.parameters()):
+            m = cfg.model
+            raise ConfigError(f"the initial parameters are not finite (model.input_scale={m.input_scale}, "
+                              f"model.init_scale={m.init_scale})")
+        self.opt: ModuleOptimizer = make_optimizer(cfg, model, self.task)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.counters = {"iteration": 0, "minibatches": 0.0, "forward_evals": 0.0, "wall_s": 0.0,
+                         "last_eval_minibatches": -math.inf}
+        self.last_test: dict = {}
+        if saved is not None:
+            self._restore(saved)
+        self.test = self.task.test_set().to(self.device, self.dtype) if self.main else None
+        self.eval_chunk = cfg.eval.chunk or self.opt.forward_chunk(self.test.T if self.test is not None else cfg.T)
+        log.info("task=%s T=%d model=%s(%d params) optimizer=%s%s device=%s dtype=%s threads=%d",
+                 self.task.name, cfg.T, cfg.model.name, self.opt.layout.numel, cfg.optimizer.name,
+                 self.opt.describe(), self.device, cfg.dtype, torch.get_num_threads())
+        if not self.main:
+            self.metrics = _NoMetrics()
+        elif saved is None:
+            self.metrics = MetricsWriter(run_dir / "metrics.jsonl", fresh=True)  # claims the directory
+        else:
+            self.metrics = MetricsWriter(run_dir / "metrics.jsonl", truncate_after=self.counters["iteration"])
+        self.wall_before, self.t_start = self.counters["wall_s"], time.monotonic()
+
+    def _restore(self, saved: dict) -> None:
+        """Load a checkpoint's state; a checkpoint with the wrong contents is "unreadable" (one line)."""
+        try:
+            if saved["theta"].shape != (self.opt.layout.numel,):
+                raise ValueError(f"theta has {saved['theta'].numel()} parameters, this model {self.opt.layout.numel}")
+            self.opt.load_flat(saved["theta"])
+            self.opt.load_state_dict(saved["optimizer"])
+            self.data_gen.set_state(saved["data_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise ckpt.unreadable(self.run_dir, e) from None
+        self.counters.update(saved["counters"])
+        self.last_test = dict(saved.get("last_test", {}))  # absent in checkpoints of hfrnn < 0.1.0 final
+
+    # -- the steps ----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """What a checkpoint holds now (also what an interrupted iteration falls back to)."""
+        return ckpt.Snapshot(self.opt.flat(), self.opt, self.counters, self.last_test, self.data_gen).state
+
+    def checkpoint(self, state: dict) -> None:
+        if self.main:
+            ckpt.save(self.run_dir, {**state, "config": self.resolved_config, "version": __version__})
+
+    def out_of_budget(self) -> bool:
+        if budget_spent(self.counters, self.cfg.budget, wall=False):
+            return True
+        wall = self.cfg.budget.max_wall_s
+        return wall is not None and dist.agree(self.counters["wall_s"] >= wall)  # rank 0's clock decides for all
+
+    def iterate(self) -> dict:
+        """One optimiser step on fresh batches; returns its ``metrics.jsonl`` record."""
+        info = self.opt.step(*(self.sample(n) for n in self.opt.batch_sizes))
+        if not bool(self.opt.flat().isfinite().all()):
+            raise _NonFinite(f"the parameters became non-finite in iteration {self.counters['iteration'] + 1}")
+        c = self.counters
+        c["iteration"] += 1
+        c["minibatches"] += info.minibatches
+        c["forward_evals"] += info.forward_evals
+        c["rejected_steps"] = c.get("rejected_steps", 0) + (not info.accepted)
+        rec = {"iteration": c["iteration"], **step_record(info)}
+        # train_loss is the paper's objective (per sequence); the per-step mean is for display.
+        rec["train_loss_per_step"] = rec["train_loss"] / info.steps_per_sequence
+        return rec
+
+    def sample(self, n: int):
+        return self.task.sample(n, self.data_gen).to(self.device, self.dtype)
+
+    def evaluate_if_due(self, rec: dict) -> bool:
+        """Evaluate the test set (rank 0) when ``eval.every_minibatches`` of work have passed since the last time."""
+        c = self.counters
+        due = c["minibatches"] - c["last_eval_minibatches"] >= self.cfg.eval.every_minibatches
+        if due:
+            if self.main:
+                self.last_test = self.evaluate(self.opt.flat())
+            c["last_eval_minibatches"] = c["minibatches"]
+            rec.update(self.last_test)
+        return due
+
+    def evaluate(self, theta: torch.Tensor) -> dict:
+        out = evaluate(lambda th, x: self.opt.outputs(x, th), theta, self.task, self.test, self.eval_chunk)
+        self.counters["forward_evals"] += self.test.size / 1000
+        return out
+
+    def write(self, rec: dict, due: bool) -> None:
+        """The iteration's line in ``metrics.jsonl``, and a log line at evaluations (or every ``log_every``)."""
+        c = self.counters
+        c["wall_s"] = self.wall_before + time.monotonic() - self.t_start
+        rec.update(minibatches=c["minibatches"], forward_evals=c["forward_evals"], rejected_steps=c["rejected_steps"],
+                   wall_s=round(c["wall_s"], 3))
+        self.metrics.write(rec)
+        if due or (self.cfg.log_every and c["iteration"] % self.cfg.log_every == 0):
+            log.info("it %d  loss/seq %.4g  test_err %s  minibatches %.0f  %.0fs%s", c["iteration"], rec["train_loss"],
+                     f"{self.last_test.get('test_error_rate', float('nan')):.4f}", c["minibatches"], c["wall_s"],
+                     f"  lambda {rec['lambda']:.3g} rho {rec['rho']} cg {rec['cg_iters']}" if "lambda" in rec else "")
+
+    def outcome(self, due: bool) -> tuple[str, str] | None:
+        """``(status, message)`` when the run is solved or has diverged, else None."""
+        solved = (self.main and due and self.task.has_success_rule
+                  and self.last_test["test_error_rate"] < self.cfg.task.success_threshold)
+        if dist.agree(solved, self.opt.flat()):  # rank 0 evaluated; every rank stops together
+            return "solved", ""
+        n = self.opt.consecutive_rejections
+        if n >= self.cfg.optimizer.max_rejections:
+            log.error("run diverged: %d consecutive rejected steps", n)
+            return "diverged", f"{n} consecutive rejected steps"
+        return None
+
+    def train(self, stop: _StopRequest) -> tuple[str, str, dict]:
+        """Iterate until an outcome; returns ``(status, message, the state to save)``."""
+        snapshot = self.state()
+        try:
+            while not self.out_of_budget():
+                snapshot = self.state()  # what an interruption during this iteration falls back to
+                rec = self.iterate()
+                due = self.evaluate_if_due(rec)
+                self.write(rec, due)
+                ended = self.outcome(due)
+                if ended:
+                    return (*ended, self.state())
+                if self.cfg.checkpoint_every and self.counters["iteration"] % self.cfg.checkpoint_every == 0:
+                    self.checkpoint(self.state())
+                if dist.agree(stop.signal is not None, self.opt.flat()):  # rank 0's signal stops every rank
+                    log.warning("run interrupted after iteration %d; checkpoint and result written",
+                                self.counters["iteration"])
+                    return "interrupted", f"interrupted by {stop.signal or 'rank 0'}", self.state()
+            return "budget_exhausted", "", self.state()
+        except (KeyboardInterrupt, _Interrupted) as e:
+            stop.finish()
+            log.warning("run interrupted: the unfinished iteration is dropped; checkpoint and result written")
+            return "interrupted", f"interrupted by {type(e).__name__} {e}".strip(), snapshot
+        except _NonFinite as e:
+            stop.finish()
+            log.error("run diverged: %s; the iteration is dropped", e)
+            return "diverged", str(e), snapshot
+        except Exception as e:  # recorded, then reported through the exit status
+            stop.finish()
+            if isinstance(e, OSError):  # a full or read-only disk: no traceback needed
+                log.error("run failed: %s: %s", type(e).__name__, e)
+            else:
+                log.exception("run failed")
+            return "error", f"{type(e).__name__}: {e}", snapshot
+        finally:
+            stop.finish()
+            self.metrics.close()
+
+    def finish(self, status: str, message: str, final_state: dict) -> dict:
+        """Write the final checkpoint and ``result.json`` (the signal handlers are still ignoring)."""
+        counters = dict(final_state["counters"], wall_s=self.wall_before + time.monotonic() - self.t_start)
+        final_state["counters"] = self.counters = counters
+        try:
+            self.checkpoint(final_state)  # the state after the last iteration: what a resume continues
+        except OSError as e:
+            log.error("cannot write %s: %s", self.run_dir / ckpt.CHECKPOINT, e)
+            what = f"cannot write {ckpt.CHECKPOINT}: {e}"
+            message = f"{message}; {what}" if status == "error" and message else what
+            status = "error"
+        last_test = final_state["last_test"]
+        stale = not last_test or counters["last_eval_minibatches"] < counters["minibatches"]
+        if stale and status != "error" and self.main:
+            # The result reports the final parameters; this evaluation is not part of the checkpoint,
+            # so a resumed run repeats exactly the evaluations an uninterrupted one makes.
+            last_test = self.evaluate(final_state["theta"].to(self.device, self.dtype))
+        if not self.main:
+            return {"status": status, "message": message, "iterations": counters["iteration"], "rank": dist.rank()}
+        result = self.result(status, message, last_test)
+        try:
+            write_json_atomic(self.run_dir / "result.json", result)
+        except OSError as e:
+            ended = f"{status}: {message}" if message else status
+            raise WriteError(f"cannot write {self.run_dir / 'result.json'} ({e}); the run ended {ended}") from None
+        log.info("result: %s after %.0f minibatches, %.0f s -> %s", status, counters["minibatches"],
+                 counters["wall_s"], self.run_dir / "result.json")
+        return result
+
+    def result(self, status: str, message: str, last_test: dict) -> dict:
+        """The ``result.json`` record (DESIGN.md, "Output files")."""
+        cfg, c = self.cfg, self.counters
+        data = data_description(self.task)
+        return {
+            "task": self.task.name, "T": cfg.T, "model": cfg.model.name, "optimizer": cfg.optimizer.name,
+            "seed": cfg.seed, "status": status, "success": status == "solved", "message": message,
+            "iterations": c["iteration"], "minibatches": c["minibatches"], "forward_evals": c["forward_evals"],
+            "rejected_steps": c.get("rejected_steps", 0), "wall_s": round(c["wall_s"], 3),
+            "n_params": self.opt.layout.numel, "loss_unit": LOSS_UNIT, **last_test,
+            **({"data": data} if data is not None else {}),
+            "hfrnn_version": __version__, "hfrnn_source": source_revision(), "machine": machine_info(self.device),
+            "config": self.resolved_config,
+        }

@@ -10,6 +10,8 @@ refuses a directory that already holds a run's files (:data:`RUN_FILES`).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import math
@@ -20,7 +22,9 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
+from ..optim.first_order import FirstOrderStepInfo
+from ..optim.hessian_free import HFStepInfo
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl")  # a directory with any of them holds a run
@@ -45,6 +49,31 @@ def refuse_if_held(run_dir: Path) -> None:
     if held:
         raise RunDirInUse(f"{run_dir} already holds a run ({held} exists): give a new hydra.run.dir, "
                           f"or continue that run with resume={run_dir}")
+
+
+@functools.singledispatch
+def step_record(info: Any) -> dict:
+    """An optimiser step's typed record as the fields of its ``metrics.jsonl`` line.
+
+    Values are kept as they are; non-finite numbers become strings in one place only, when a
+    line is written (:func:`_clean`).
+    """
+    raise TypeError(f"no metrics record for {type(info).__name__}")
+
+
+@step_record.register
+def _(info: HFStepInfo) -> dict:
+    d = dataclasses.asdict(info)
+    d["lambda"] = d.pop("damping")  # DESIGN.md names lambda, rho, cg_iters, ...
+    d["lambda_next"] = d.pop("damping_next")
+    d["train_loss"] = info.loss_after  # the objective at the parameters the step leaves
+    return d
+
+
+@step_record.register
+def _(info: FirstOrderStepInfo) -> dict:
+    return {"train_loss": info.loss_before, "grad_norm": info.grad_norm, "accepted": info.accepted,
+            "reason": info.reason}
 
 
 def _clean(x: Any) -> Any:

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, TrainConfig
-from ..train.build import resolve_device
-from ..train.loop import fit
-from . import dist
+from ..errors import ConfigError
+from ..parallel import dist
+from .build import resolve_device
+from .loop import fit
+from .schema import TrainConfig
 
 log = logging.getLogger(__name__)
 REAP_GRACE_S = 10.0
