@@ -65,7 +65,7 @@ def test_one_structural_mu_for_every_task(task):
 
 
 def test_yaml_presets_match_the_dataclass_defaults():
-    """hf.yaml restates the defaults for readers; they must not drift from HFOptions."""
+    """hf.yaml is exactly the HFOptions defaults (tests/test_defaults.py checks every preset)."""
     from dataclasses import asdict
 
     hf = asdict(_resolved(["optimizer=hf"]).optimizer)
