@@ -36,3 +36,23 @@ bench: $(STAMP)  ## products and gradients as multiples of the machine's floor, 
 
 clean:  ## remove the virtual environment (outputs/ is kept)
 	rm -rf $(VENV)
+
+# Mutation testing (docs/mutation.md): mutmut 3, configured in pyproject's [tool.mutmut], mutates the
+# HF optimizer and its maths (hessian_free, damping, search, cg, params) in a copy under mutants/
+# and runs the fast tests that pin their rules against each mutant. One worker, so that a training
+# run on the other core keeps it; OMP_NUM_THREADS=1 (above). Rerunning resumes where it stopped.
+MUTATE_STAMP := $(VENV)/.installed-mutate
+
+$(MUTATE_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,mutate]'
+	touch $(MUTATE_STAMP)
+
+.PHONY: mutate
+mutate: $(MUTATE_STAMP)  ## mutation testing of the HF optimizer's maths (mutmut, one worker: ~30 min)
+	@mkdir -p mutants && printf '*\n' > mutants/.gitignore
+	$(BIN)/mutmut run --max-children 1
+	$(BIN)/mutmut results
+	$(BIN)/mutmut export-cicd-stats
+	@$(BIN)/python -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+	print('killed %(killed)d  survived %(survived)d  timeout %(timeout)d  no tests %(no_tests)d  suspicious %(suspicious)d  total %(total)d' % s); \
+	print('kill rate: %.1f%% (timeouts count as killed: %.1f%%)' % (100 * s['killed'] / s['total'], 100 * (s['killed'] + s['timeout']) / s['total']))"

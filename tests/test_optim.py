@@ -116,15 +116,48 @@ def test_nan_gradient_rejected():
     assert torch.equal(theta, before) and math.isclose(hf.damping, 0.15)
 
 
+class RecordingRNN(RNNFastCurvature):
+    """The real RNN backend, recording every product's vector and every loss's batch (by ``norm``)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.vectors, self.loss_norms = [], []
+
+    def product(self, v, structural_weight):
+        self.vectors.append(v.clone())
+        return super().product(v, structural_weight)
+
+    def loss(self, theta, batch, norm=None):
+        self.loss_norms.append(batch.size if norm is None else norm)
+        return super().loss(theta, batch, norm)
+
+
 def test_warm_start_decay_and_reset():
     task, layout, theta, sample = _setup()
-    hf = HessianFree(theta, RNNFastCurvature(layout, task.loss), _small_opts(), 0.1)
-    hf.step(sample)
-    assert hf.warm is not None
-    hf._reject({"loss_before": 1.0, "damping": 0.1, "damping_next": 0.1, "rho": None, "cg_iters": 0,
-                "cg_chosen_iter": 0, "cg_stop": "", "step_size": 0.0, "loss_after": 1.0, "accepted": False,
-                "reason": "x", "minibatches": 0.0, "forward_evals": 0.0, "grad_norm": 0.0}, "test")
+    backend = RecordingRNN(layout, task.loss)
+    hf = HessianFree(theta, backend, _small_opts(), 0.1)
+    info = hf.step(sample)
+    assert hf.warm is not None and hf.warm.dtype == torch.float64
+    # The first CG starts from zero: its first product is along -g, not a multiple of a warm start.
+    assert info.cg_iters == len(backend.vectors)
+    warm = hf.warm.clone()
+    backend.vectors.clear()
+    info = hf.step(sample)
+    # The second starts from 0.95 times the first one's last iterate: CG's first product is A x0.
+    assert torch.equal(backend.vectors[0], (0.95 * warm).to(theta.dtype))
+    assert len(backend.vectors) == info.cg_iters + 1
+    # A rejected step resets the warm start: the next CG starts from zero again. _reject sets every
+    # field a rejection decides, whatever the dict held.
+    lam = hf.damping
+    r = hf._reject({"loss_before": 1.0, "damping": 99.0, "damping_next": 99.0, "rho": None, "cg_iters": 0,
+                    "cg_chosen_iter": 0, "cg_stop": "", "step_size": 0.5, "loss_after": 5.0, "accepted": True,
+                    "reason": "x", "minibatches": 0.0, "forward_evals": 0.0, "grad_norm": 0.0}, "test")
     assert hf.warm is None
+    assert r.accepted is False and r.reason == "test" and r.step_size == 0.0 and r.loss_after == 1.0
+    assert r.damping == lam and r.damping_next == hf.damping == 1.5 * lam
+    backend.vectors.clear()
+    info = hf.step(sample)
+    assert len(backend.vectors) == info.cg_iters
 
 
 def test_sgd_reduces_loss():
@@ -146,9 +179,26 @@ def test_chunked_extra_metrics_add_up():
 
 
 def test_rho_on_gradient_batch_option():
-    task, layout, theta, sample = _setup()
-    hf = HessianFree(theta, RNNFastCurvature(layout, task.loss), _small_opts(rho_batch="gradient"), 0.1)
-    infos = [hf.step(sample) for _ in range(4)]
-    assert infos[-1].loss_after < infos[0].loss_before
-    # backtracking and rho evaluated on the 400-sequence gradient batch: 0.4 forward units each
-    assert all(i.forward_evals >= 0.2 + 0.4 for i in infos)
+    """Backtracking and rho on the gradient batch (400 sequences) or the curvature batch (200)."""
+    losses = {}
+    for mode in ("gradient", "curvature"):
+        task, layout, theta, sample = _setup()
+        backend = RecordingRNN(layout, task.loss)
+        hf = HessianFree(theta, backend, _small_opts(rho_batch=mode), 0.1)
+        infos = []
+        for _ in range(4):
+            backend.loss_norms.clear()
+            infos.append(hf.step(sample))
+            norms = backend.loss_norms
+            if mode == "gradient":
+                # every forward-only evaluation is on the gradient batch; f(1) is not measured twice
+                assert set(norms) == {400}
+                assert math.isclose(infos[-1].forward_evals, 0.2 + 0.4 * len(norms))
+            else:
+                # backtracking (first) on the curvature batch, then the line search on the gradient batch
+                n_bt = norms.index(400)
+                assert n_bt >= 1 and set(norms[:n_bt]) == {200} and set(norms[n_bt:]) == {400}
+                assert math.isclose(infos[-1].forward_evals, 0.2 + 0.2 * n_bt + 0.4 * (len(norms) - n_bt))
+        assert infos[-1].loss_after < infos[0].loss_before
+        losses[mode] = [i.rho for i in infos]
+    assert losses["gradient"] != losses["curvature"]
