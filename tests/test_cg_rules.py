@@ -294,3 +294,16 @@ def test_iterates_match_the_textbook_recurrence(n_iter):
     res = cg(lambda v: A @ v, b, max_iters=n_iter, eps=0.0)
     assert torch.allclose(res.x, x, rtol=1e-12, atol=1e-14)
     assert math.isclose(res.q_values[-1], float(0.5 * x @ A @ x - b @ x), rel_tol=1e-12)
+
+
+def test_reset_uphill_false_keeps_an_uphill_warm_start():
+    A = torch.eye(2, dtype=F64)
+    b = torch.tensor([1.0, 0.0], dtype=F64)
+    x0 = torch.tensor([-0.5, 0.0], dtype=F64)  # q(x0) = 0.625 > 0
+    matvec, calls = counting(A)
+    res = cg(matvec, b, x0, max_iters=1, eps=0.0, reset_uphill=False)
+    assert res.q_values[0] == 0.625 and not res.warm_start_reset
+    assert torch.equal(calls[1], torch.tensor([1.5, 0.0], dtype=F64))  # p0 = b - A x0
+    on = cg(counting(A)[0], b, x0, max_iters=1, eps=0.0)
+    assert on.warm_start_reset and on.q_values[0] == 0.0
+    assert not cg(counting(A)[0], b, None, max_iters=1, eps=0.0).warm_start_reset

@@ -187,6 +187,30 @@ def test_uphill_warm_start_restarts_cg_from_zero():
     assert close(backend.products[1][0], g1)  # from zero: p = b = -g2 = g1
     assert torch.allclose(hf.warm, torch.linalg.solve(damped_matrix(lam2), g1), rtol=1e-8, atol=1e-10)
     assert info2.cg_iters == N
+    assert info2.cg_warm_start_reset and hf_info_dict(info2)["cg_warm_start_reset"] is True
+
+
+def test_uphill_warm_start_is_kept_when_the_safeguard_is_off():
+    """cg.reset_uphill=false: the paper's rule, the decayed warm start is always CG's start."""
+    hf, backend, sampler = make(cg=CGOptions(reset_uphill=False))
+    hf.step(sampler)
+    warm, lam2 = hf.warm.clone(), hf.damping
+    g1 = grad(backend, THETA0, sampler.cs[0])
+    _second_step_with_gradient(hf, backend, sampler, -g1)
+    backend.clear()
+    info2 = hf.step(sampler)
+    A = damped_matrix(lam2)
+    assert damped_q(-g1, 0.95 * warm, A) > 0
+    assert torch.allclose(backend.products[1][0], -(A @ (0.95 * warm) - g1), rtol=1e-10, atol=1e-12)
+    assert not info2.cg_warm_start_reset
+
+
+def test_downhill_warm_start_is_not_reported_as_reset():
+    hf, backend, sampler = make()
+    assert not hf.step(sampler).cg_warm_start_reset  # no warm start at all
+    g1 = grad(backend, THETA0, sampler.cs[0])
+    _second_step_with_gradient(hf, backend, sampler, g1)
+    assert not hf.step(sampler).cg_warm_start_reset
 
 
 def test_rejected_step_restarts_next_cg_from_zero():

@@ -12,7 +12,8 @@ Stopping (section 3 of the paper; Martens 2010, section 4.4): at iteration ``i``
 i.e. when the relative progress over the last ``k`` iterations has become small. Also stop at
 ``max_iters`` and when a search direction has non-positive curvature ``p.A p <= 0``.
 
-A warm start ``x0`` with ``q(x0) > 0`` is replaced by zero. The iterates at ``i = ceil(first * growth^j)`` (5, 7, 9, 11, 15, 19, 25, ...) and the last one are
+A warm start ``x0`` with ``q(x0) > 0`` is replaced by zero (``reset_uphill``; a departure from the
+paper, whose warm start is always used: README, "Departures"). The iterates at ``i = ceil(first * growth^j)`` (5, 7, 9, 11, 15, 19, 25, ...) and the last one are
 kept for CG backtracking. Vectors and scalars are float64 whatever the model's dtype: the matvec
 receives a cast copy.
 """
@@ -37,6 +38,8 @@ class CGResult:
         kept: ``(i, x_i)`` pairs at the schedule's iterations and the last, in increasing ``i``.
         stop_reason: ``"progress"`` | ``"max_iters"`` | ``"negative_curvature"`` | ``"converged"``
             | ``"non_finite"``.
+        warm_start_reset: True when the warm start was uphill (``q(x0) > 0``) and CG started
+            from zero instead.
     """
 
     x: Tensor
@@ -44,6 +47,7 @@ class CGResult:
     q_values: list[float] = field(default_factory=list)
     kept: list[tuple[int, Tensor]] = field(default_factory=list)
     stop_reason: str = "max_iters"
+    warm_start_reset: bool = False
 
 
 def keep_schedule(max_iters: int, first: float = 5.0, growth: float = 1.3) -> set[int]:
@@ -64,7 +68,7 @@ def progress_stop(q_values: list[float], i: int, eps: float, min_gap: int, gap_f
 
 def cg(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor | None = None, *, max_iters: int = 300,
        eps: float = 5e-4, min_gap: int = 10, gap_fraction: float = 0.1, min_iters: int = 1,
-       keep_first: float = 5.0, keep_growth: float = 1.3) -> CGResult:
+       keep_first: float = 5.0, keep_growth: float = 1.3, reset_uphill: bool = True) -> CGResult:
     """Run CG on ``A x = b`` from ``x0`` (zero if None).
 
     Args:
@@ -75,12 +79,14 @@ def cg(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor | None = None, 
         max_iters, eps, min_gap, gap_fraction: the stopping rule above.
         min_iters: never stop on progress before this many iterations.
         keep_first, keep_growth: the kept-iterate schedule.
+        reset_uphill: replace a warm start with ``q(x0) > 0`` by zero.
     """
     b = b.double()
     x = torch.zeros_like(b) if x0 is None else x0.double().clone()
     r = (matvec(x) - b) if x0 is not None and bool(x0.any()) else -b.clone()
     q0 = 0.5 * float(x @ (r - b))
-    if q0 > 0:
+    reset = reset_uphill and q0 > 0
+    if reset:
         # A warm start worse than zero (the previous solution points uphill for this gradient)
         # would make every kept iterate start behind; start from zero instead.
         x.zero_()
@@ -93,7 +99,7 @@ def cg(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor | None = None, 
     kept: list[tuple[int, Tensor]] = []
     reason, i = "max_iters", 0
     if not math.isfinite(rr):
-        return CGResult(x, 0, q_values, [(0, x.clone())], "non_finite")
+        return CGResult(x, 0, q_values, [(0, x.clone())], "non_finite", reset)
     while i < max_iters:
         if rr == 0.0:
             reason = "converged"
@@ -121,4 +127,4 @@ def cg(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor | None = None, 
             break
     if not kept or kept[-1][0] != i:
         kept.append((i, x.clone()))
-    return CGResult(x, i, q_values, kept, reason)
+    return CGResult(x, i, q_values, kept, reason, reset)

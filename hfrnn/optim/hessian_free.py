@@ -48,6 +48,7 @@ class CGOptions:
     decay: float = 0.95
     keep_first: float = 5.0
     keep_growth: float = 1.3
+    reset_uphill: bool = True  # start from zero when the warm start is uphill, q(x0) > 0 (README, "Departures")
 
 
 @dataclass
@@ -123,6 +124,7 @@ class HFStepInfo:
     forward_evals: float      # forward-only evaluations this iteration
     grad_norm: float
     steps_per_sequence: float = 1.0  # mean scored steps per gradient-batch sequence (display unit)
+    cg_warm_start_reset: bool = False  # the decayed warm start was uphill: CG started from zero
 
 
 def _finite(x: Tensor) -> bool:
@@ -176,7 +178,7 @@ class HessianFree:
         c_batch = sample(o.batch.curvature)
         f0, g = self._f_and_g(theta, g_batch)
         info = dict(damping=self.damping, damping_next=self.damping, rho=None, cg_iters=0, cg_chosen_iter=0,
-                    cg_stop="", step_size=0.0, loss_before=f0, loss_after=f0, accepted=False, reason="ok",
+                    cg_stop="", cg_warm_start_reset=False, step_size=0.0, loss_before=f0, loss_after=f0, accepted=False, reason="ok",
                     minibatches=g_batch.size / unit, forward_evals=0.0, grad_norm=float(g.norm()),
                     steps_per_sequence=steps_per_sequence(g_batch))
         if not (math.isfinite(f0) and _finite(g)):
@@ -196,8 +198,9 @@ class HessianFree:
 
         x0 = None if self.warm is None else o.cg.decay * self.warm
         res = cg(matvec, -g, x0, max_iters=o.cg.max_iters, eps=o.cg.eps, min_gap=o.cg.min_gap,
-                 gap_fraction=o.cg.gap_fraction, keep_first=o.cg.keep_first, keep_growth=o.cg.keep_growth)
-        info.update(cg_iters=res.iterations, cg_stop=res.stop_reason)
+                 gap_fraction=o.cg.gap_fraction, keep_first=o.cg.keep_first, keep_growth=o.cg.keep_growth,
+                 reset_uphill=o.cg.reset_uphill)
+        info.update(cg_iters=res.iterations, cg_stop=res.stop_reason, cg_warm_start_reset=res.warm_start_reset)
         info["minibatches"] += n_products * c_batch.size / unit
         if res.stop_reason == "non_finite" or not _finite(res.x):
             return self._reject(info, "non_finite_curvature")
