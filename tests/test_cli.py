@@ -168,6 +168,7 @@ def test_default_run_directories_name_the_model_and_are_unique():
     assert "%f" in hydra["run"]["dir"] and "%f" in hydra["sweep"]["dir"]
 
 
+@pytest.mark.slow  # subprocesses; a near cousin runs by default (make test-slow runs it)
 def test_two_runs_started_together_get_two_directories(tmp_path):
     """The default names, two runs at once that differ only in `hidden`."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -195,6 +196,7 @@ def test_fresh_run_into_a_run_directory_is_refused(tmp_path):
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # subprocesses; a near cousin runs by default (make test-slow runs it)
 def test_multirun_continues_after_a_failed_job(tmp_path):
     sweep = tmp_path / "sweep"
     p = _run(["train", "-m", "T=10,1,12", "optimizer=sgd", "hidden=8", "task.test_size=200",

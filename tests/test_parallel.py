@@ -159,6 +159,7 @@ def _wait_for_rows(run_dir, n, procs, timeout=90):
     pytest.fail("the run did not start: " + " | ".join(p.communicate()[1][-2000:] for p in procs))
 
 
+@pytest.mark.slow  # subprocesses; a near cousin runs by default (make test-slow runs it)
 def test_dead_rank_ends_the_run_with_error(tmp_path):
     # Two ranks started the torchrun way (RANK, WORLD_SIZE, MASTER_ADDR/PORT), so the test owns both pids.
     run = tmp_path / "r"
@@ -198,6 +199,7 @@ def _running(pid):
         return False
 
 
+@pytest.mark.slow  # subprocesses; a near cousin runs by default (make test-slow runs it)
 def test_interrupting_rank_zero_stops_all_ranks(tmp_path):
     run = tmp_path / "r"
     p = _cli(TINY + [*ENDLESS, "dist.procs=2", "dist.timeout_s=20", f"hydra.run.dir={run}"])

@@ -263,6 +263,7 @@ L.write_json_atomic = _slow
 """
 
 
+@pytest.mark.slow  # subprocesses; a near cousin runs by default (make test-slow runs it)
 def test_late_signals_do_not_lose_the_result(tmp_path):
     """Signals that arrive while the run writes its checkpoint and result are ignored."""
     run = tmp_path / "r"

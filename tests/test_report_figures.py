@@ -85,6 +85,7 @@ def test_no_text_is_clipped_one_panel_and_many(n_tasks, tmp_path):
     assert "failure rate" in texts
 
 
+@pytest.mark.slow  # renders every report figure (~30 s); test_every_figure_is_png_svg_pdf_at_200_dpi runs by default
 def test_no_text_is_clipped_in_any_report_figure(tmp_path, captured):
     """The whole report on a one-task sweep and on a many-task one: every saved figure fits its canvas."""
     one, many = tmp_path / "one", tmp_path / "many"

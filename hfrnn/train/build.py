@@ -1,4 +1,4 @@
-"""Turn a :class:`hfrnn.config.TrainConfig` into the objects a run needs.
+"""Turn a :class:`hfrnn.train.schema.TrainConfig` into the objects a run needs (through :mod:`hfrnn.api`).
 
 Seeds: the training data generator is seeded with ``seed``; the initial weights with
 ``seed + 2**33`` (disjoint from data seeds in ``[0, 2**32)`` and from the tasks' test seed), so
