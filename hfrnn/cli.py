@@ -21,7 +21,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, register, validate
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+def config_dir() -> str:
+    """The folder of the YAML config groups: ``hfrnn/configs/`` in an installed wheel (setup.py
+    maps the repository's ``configs/`` there), else ``configs/`` beside the package in a checkout
+    (an editable install)."""
+    package = Path(__file__).resolve().parent
+    for d in (package / "configs", package.parent / "configs"):
+        if (d / "train.yaml").is_file():
+            return str(d)
+    raise SystemExit(f"hfrnn: error: no configs found (looked in {package / 'configs'} and {package.parent / 'configs'}); "
+                     "reinstall hfrnn")
+
+
+CONFIG_DIR = config_dir()
 COMMANDS = ("train", "data", "report")
 log = logging.getLogger("hfrnn")
 
