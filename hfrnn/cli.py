@@ -8,6 +8,7 @@ Everything after the word is Hydra's (overrides, ``-m``, ``--cfg job``, ``--help
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import shutil
 import sys
@@ -19,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, register, validate
+from .config import LAUNCHER_HINT, ConfigError, check_overrides, group_choices, register, validate
 
 
 def config_dir() -> str:
@@ -202,13 +203,91 @@ def _sweep_failures(started: float) -> tuple[int, list[tuple[Path, str]]]:
     return len(jobs), [(d, m) for d, m in jobs.items() if m is not None]
 
 
+# Hydra's flags that take a value (the next word), and those after which hfrnn checks nothing itself.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+_HYDRA_OWN = {"--hydra-help", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn",
+              "--config-dir", "-cd", "--experimental-rerun", "--version"}
+
+
+def _overrides(args: list[str]) -> list[str] | None:
+    """The overrides among ``hfrnn train``'s words; None when Hydra is asked for something of its
+    own (another config, its help, shell completion), which hfrnn then leaves to Hydra."""
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        flag = a.split("=", 1)[0]
+        if flag in _HYDRA_OWN:
+            return None
+        if a.startswith("-"):
+            skip = ("=" not in a and flag in _VALUE_FLAGS
+                    or flag in ("--info", "-i") and i + 1 < len(args) and args[i + 1] in _INFO_TOPICS)
+            continue
+        out.append(a)
+    return out
+
+
+def train_help() -> str:
+    """``hfrnn train --help``: the groups with their options and the main keys, in words."""
+    def opts(group: str) -> str:
+        return ", ".join(c for c in group_choices(CONFIG_DIR, group) if "/" not in c)
+
+    return f"""usage: hfrnn train [-m] [KEY=VALUE ...] [--cfg job]
+
+One training run, or with -m a sweep over comma-separated values (task=addition,xor seed=0,1,2).
+Each run writes metrics.jsonl, result.json and checkpoint.pt into its own directory under outputs/.
+
+Groups (one option each):
+  task=           {opts("task")}
+  model=          {opts("model")}
+  optimizer=      {opts("optimizer")}  (hf_nosd: without structural damping)
+  arm=            model and optimizer of a Table 1 row: {opts("arm")}
+  experiment=     presets: {opts("experiment")}
+  hydra/launcher= {opts("hydra/launcher")}  ({LAUNCHER_HINT})
+
+Main keys:
+  T=30                          sequence length (the pathological tasks)
+  seed=0                        the run's seed (data, initialisation, minibatches)
+  hidden=100                    hidden units of the RNN
+  device=cpu | cuda | auto      dtype=float32 | float64     threads=1 (torch threads)
+  budget.max_minibatches=50000  stop after this many minibatches (the paper's unit of cost)
+  optimizer.damping.initial=0.1, optimizer.structural.mu=0.03, optimizer.cg.max_iters=300, ...
+  resume=DIR                    continue an interrupted run in its own directory
+  hydra.run.dir=DIR             where a single run writes
+
+hfrnn train --cfg job [KEY=VALUE ...] prints every key with its value, without running;
+README.md ("Configuration") says what each key does. Hydra's own flags: --hydra-help."""
+
+
+def _unknown_command(cmd: str) -> str:
+    return f"hfrnn: unknown command {cmd!r}" + (
+        f"; did you mean {m[0]!r}?" if (m := difflib.get_close_matches(cmd, COMMANDS, n=1)) else "") + \
+        f" try: {', '.join(COMMANDS)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__.strip())
         return 0
+    if argv[0] in ("--version", "-V", "version"):
+        from . import __version__
+        print(f"hfrnn {__version__}")
+        return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
+        if "-h" in rest or "--help" in rest:
+            print(train_help())
+            return 0
+        overrides = _overrides(rest)
+        if overrides is not None:
+            try:
+                check_overrides(CONFIG_DIR, overrides)
+            except ConfigError as e:
+                print(f"hfrnn train: error: {e}", file=sys.stderr)
+                return 2
         refusal = _refuse_existing_run_dir(rest)
         if refusal:
             print(f"hfrnn train: error: {refusal}", file=sys.stderr)
@@ -231,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "report":
         from .report.cli import main as report_main
         return int(report_main(rest) or 0)
-    print(f"hfrnn: unknown command {cmd!r}, try: {', '.join(COMMANDS)}", file=sys.stderr)
+    print(_unknown_command(cmd), file=sys.stderr)
     return 2
 
 
