@@ -87,12 +87,33 @@ def _clean(x: Any) -> Any:
     return x
 
 
+COUNT_KEYS = ("minibatches", "forward_evals")  # sums of fractions: recorded to ROUND_COUNTS decimals
+ROUND_COUNTS = 6
+
+
+def _rounded(record: dict) -> dict:
+    """``record`` with its counts rounded for the file (199.99999999999292 -> 200.0); the loop
+    keeps its own sums exact as they are."""
+    out = dict(record)
+    for k in COUNT_KEYS:
+        if isinstance(out.get(k), float) and math.isfinite(out[k]):
+            out[k] = round(out[k], ROUND_COUNTS)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it; 022 meanwhile, the usual value
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        if path.exists():  # keep the file's permissions (mkstemp makes it owner-only)
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        # mkstemp makes the file owner-only: keep an existing file's permissions, else give a new
+        # file those of open() (0666 less the umask, 0644 usually), as other tools read it.
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -105,7 +126,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    _atomic(path, lambda fh: fh.write(json.dumps(_clean(obj), indent=2, sort_keys=True).encode()))
+    _atomic(path, lambda fh: fh.write(json.dumps(_clean(_rounded(obj)), indent=2, sort_keys=True).encode()))
 
 
 def save_checkpoint_atomic(path: Path, state: dict) -> None:
@@ -168,7 +189,7 @@ class MetricsWriter:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+        self._fh.write(json.dumps(_clean(_rounded(record)), sort_keys=True) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
