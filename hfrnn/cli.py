@@ -263,7 +263,7 @@ README.md ("Configuration") says what each key does. Hydra's own flags: --hydra-
 
 def _unknown_command(cmd: str) -> str:
     return f"hfrnn: unknown command {cmd!r}" + (
-        f"; did you mean {m[0]!r}?" if (m := difflib.get_close_matches(cmd, COMMANDS, n=1)) else "") + \
+        f"; did you mean {m[0]!r}?" if (m := difflib.get_close_matches(cmd, COMMANDS, n=1)) else ";") + \
         f" try: {', '.join(COMMANDS)}"
 
 

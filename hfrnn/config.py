@@ -126,7 +126,8 @@ def check_overrides(config_dir: str, overrides: list[str], config_name: str = "t
             for v in values or []:
                 if v not in valid:
                     shown = [c for c in valid if "/" not in c]
-                    raise ConfigError(f"unknown {name} {v!r}" + _suggest(v, valid) + f" choices: {', '.join(shown)}")
+                    raise ConfigError(f"unknown {name} {v!r}" + (_suggest(v, valid) or ";")
+                                      + f" choices: {', '.join(shown)}")
             if line:
                 group_lines.append(line)
         elif "/" not in name and name != "hydra" and not name.startswith("hydra.") and not o.is_delete():

@@ -17,6 +17,7 @@ without ``overwrite=true``), 2 a usage error.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import sys
 import time
@@ -96,7 +97,9 @@ def main(argv: list[str]) -> int:
         return 2 if not argv else 0
     kind, overrides = argv[0], argv[1:]
     if kind not in BUILDERS:
-        print(f"hfrnn data: unknown dataset {kind!r}; valid: {', '.join(BUILDERS)}", file=sys.stderr)
+        close = difflib.get_close_matches(kind, list(BUILDERS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ";"
+        print(f"hfrnn data: unknown dataset {kind!r}{hint} valid: {', '.join(BUILDERS)}", file=sys.stderr)
         return 2
     try:
         cfg = compose_config(kind, overrides)

@@ -29,7 +29,7 @@ def _run(capsys, argv):
     (["experiment=table1_mid"], "unknown experiment 'table1_mid'; did you mean 'table1_midi'?"),
     (["arm=rnn_hff"], "unknown arm 'rnn_hff'; did you mean 'rnn_hf'? choices: lstm_adam, lstm_sgd, rnn_hf"),
     (["T=abc"], "T=abc"),
-    (["arm=null"], "unknown arm 'null'"),
+    (["arm=null"], "unknown arm 'null'; choices: lstm_adam, lstm_sgd, rnn_hf"),
 ])
 def test_a_mistake_is_one_line_with_a_suggestion(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -84,6 +84,16 @@ def test_unknown_command_suggests(capsys):
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert "unknown command 'trian'; did you mean 'train'?" in err
     assert "try: train, data, report" in err
+
+
+def test_unknown_command_without_a_close_match(capsys):
+    rc, _, err = _run(capsys, ["zzz"])
+    assert rc == 2 and err == "hfrnn: unknown command 'zzz'; try: train, data, report\n"
+
+
+def test_unknown_dataset_suggests(capsys):
+    rc, _, err = _run(capsys, ["data", "midii"])
+    assert rc == 2 and err == "hfrnn data: unknown dataset 'midii'; did you mean 'midi'? valid: bouncing_balls, midi, speech\n"
 
 
 def test_version(capsys):

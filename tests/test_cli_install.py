@@ -52,4 +52,9 @@ def test_wheel_installs_and_finds_its_configs(tmp_path):
     where = subprocess.run([str(bindir / "python"), "-c", "import hfrnn.cli as c; print(c.CONFIG_DIR)"],
                            cwd=elsewhere, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).resolve().is_relative_to(venv.resolve()), where  # the wheel's own copy
+    helped = subprocess.run([str(bindir / "hfrnn"), "train", "--help"], cwd=elsewhere, capture_output=True, text=True)
+    assert helped.returncode == 0 and "hf_nosd" in helped.stdout and "local2" in helped.stdout
+    typo = subprocess.run([str(bindir / "hfrnn"), "train", "task=adition"], cwd=elsewhere, capture_output=True,
+                          text=True)
+    assert typo.returncode == 2 and "did you mean 'addition'?" in typo.stderr
     assert not list(elsewhere.iterdir())  # --cfg job runs nothing and writes nothing
