@@ -17,7 +17,8 @@ from hfrnn.linalg.cg import cg
 from hfrnn.linalg.params import dot64
 from hfrnn.optim.damping import DampingOptions
 from hfrnn.optim.hessian_free import (BatchOptions, CGOptions, HessianFree, HFOptions, HFStepInfo,
-                                      StructuralOptions, hf_info_dict)
+                                      StructuralOptions)
+from hfrnn.train.records import _clean, step_record
 from hfrnn.optim.search import LineSearchOptions
 
 from .hf_fake import F64, RecordingQuadratic, Sampler, damped_q, isclose, spd
@@ -187,7 +188,7 @@ def test_uphill_warm_start_restarts_cg_from_zero():
     assert close(backend.products[1][0], g1)  # from zero: p = b = -g2 = g1
     assert torch.allclose(hf.warm, torch.linalg.solve(damped_matrix(lam2), g1), rtol=1e-8, atol=1e-10)
     assert info2.cg_iters == N
-    assert info2.cg_warm_start_reset and hf_info_dict(info2)["cg_warm_start_reset"] is True
+    assert info2.cg_warm_start_reset and step_record(info2)["cg_warm_start_reset"] is True
 
 
 def test_uphill_warm_start_is_kept_when_the_safeguard_is_off():
@@ -617,13 +618,14 @@ def test_defaults_are_the_spec():
     assert (o.line_search.c, o.line_search.shrink, o.line_search.max_tries) == (1e-2, 0.8, 60)
 
 
-def test_hf_info_dict():
+def test_hf_step_record():
+    """The metrics line of an HF step (hfrnn.train.records.step_record; non-finite values cleaned once)."""
     info = HFStepInfo(damping=0.5, damping_next=0.75, rho=0.1, cg_iters=3, cg_chosen_iter=2, cg_stop="x",
                       step_size=1.0, loss_before=2.0, loss_after=1.0, accepted=True, reason="ok",
                       minibatches=1.0, forward_evals=2.0, grad_norm=3.0)
-    d = hf_info_dict(info)
+    d = step_record(info)
     assert d["lambda"] == 0.5 and d["lambda_next"] == 0.75 and "damping" not in d and "damping_next" not in d
-    assert d["rho"] == 0.1 and d["steps_per_sequence"] == 1.0 and d["cg_iters"] == 3
-    for rho, out in [(-math.inf, "-inf"), (math.inf, "inf"), (math.nan, None), (None, None), (-2.0, -2.0)]:
+    assert d["rho"] == 0.1 and d["steps_per_sequence"] == 1.0 and d["cg_iters"] == 3 and d["train_loss"] == 1.0
+    for rho, out in [(-math.inf, "-inf"), (math.inf, "inf"), (math.nan, "nan"), (None, None), (-2.0, -2.0)]:
         info.rho = rho
-        assert hf_info_dict(info)["rho"] == out
+        assert _clean(step_record(info))["rho"] == out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -250,12 +250,3 @@ class HessianFree:
         self.warm = None if warm is None else warm.to(device=self.theta.device, dtype=torch.float64)
         self.consecutive_rejections = int(state["consecutive_rejections"])
 
-
-def hf_info_dict(info: HFStepInfo) -> dict:
-    """The record written to ``metrics.jsonl`` (DESIGN.md names lambda, rho, cg_iters, ...)."""
-    d = asdict(info)
-    d["lambda"] = d.pop("damping")
-    d["lambda_next"] = d.pop("damping_next")
-    if d["rho"] is not None and not math.isfinite(d["rho"]):
-        d["rho"] = None if math.isnan(d["rho"]) else ("-inf" if d["rho"] < 0 else "inf")
-    return d
