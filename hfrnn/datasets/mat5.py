@@ -14,7 +14,23 @@ Enough for the Boulanger-Lewandowski piano-roll files (``traindata``/``validdata
   name, then the real part (numeric; stored column-major, possibly in a smaller type than the
   class) or one ``miMATRIX`` per cell (cells, column-major).
 
-Structs, objects, sparse and complex arrays are rejected with :class:`DataError`.
+Values: a numeric array comes back as an ndarray of its class's dtype (native byte order;
+MATLAB often stores a double matrix as ``miUINT8``, which is widened back); a logical array as
+``uint8`` (its storage class: the flag ``0x200`` is ignored); a cell array as an object ndarray of
+the cells' values, in the file's shape. A char array's data are UTF-16 code units (``miUINT16``,
+MATLAB's own files) or ``miUTF8``/``miUTF16``/``miUTF32`` text (scipy writes non-ASCII text as
+``miUTF8``, whose byte count is not the character count, so text is decoded before it is
+shaped); a ``1 x n`` (or empty) char array comes back as a ``str``, an ``r x n`` one (``r > 1``)
+as an ndarray of its ``r`` row strings, as :func:`scipy.io.loadmat` gives them.
+
+Structs, objects, function handles, sparse and complex arrays are rejected with
+:class:`DataError`, as are v4 and v7.3 (HDF5) files.
+
+Cross-checked against ``scipy.io.loadmat(path, mat_dtype=True)`` in
+``tests/test_crosscheck_mat5.py`` (scipy-written files, MATLAB-written files of both byte orders,
+the four piano-roll sets). The one deliberate difference: scipy returns logical arrays as
+``bool``, this reader as ``uint8`` (same values). scipy could replace this module outright
+(``loadmat(path, mat_dtype=True)["traindata"][0, i]``), but it is an optional dependency.
 """
 from __future__ import annotations
 
@@ -33,6 +49,7 @@ _MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: 
 _CLASS_DTYPES = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4",
                  14: "i8", 15: "u8"}
 _CELL, _CHAR = 1, 4
+MI_UTF8, MI_UTF16, MI_UTF32 = 16, 17, 18
 
 
 class _Reader:
@@ -83,10 +100,32 @@ def _matrix(data: bytes, endian: str) -> tuple[str, Any]:
         return name, cells.reshape(dims, order="F")
     if complex_ or (cls not in _CLASS_DTYPES and cls != _CHAR):
         raise DataError(f"unsupported MAT array class {cls} (complex={complex_})")
-    real = r.numeric()
     if cls == _CHAR:
-        return name, "".join(map(chr, real.reshape(dims, order="F").ravel()))
+        return name, _chars(*r.element(), dims, endian)
+    real = r.numeric()
     return name, real.astype(_CLASS_DTYPES[cls]).reshape(dims, order="F")
+
+
+def _chars(typ: int, data: bytes, dims: tuple[int, ...], endian: str) -> str | np.ndarray:
+    """A char array: its text (``str``) if it has at most one row, else its row strings."""
+    if typ in (MI_UTF8, MI_UTF16, MI_UTF32):
+        # Encoded text: n characters need not be n code units (UTF-8 uses 1-4 bytes a character).
+        codec = {MI_UTF8: "utf-8", MI_UTF16: "utf-16", MI_UTF32: "utf-32"}[typ]
+        if typ != MI_UTF8:
+            codec += "-le" if endian == "<" else "-be"
+        text = list(data.decode(codec, "replace"))
+    elif typ in _MI_DTYPES:
+        # Code units (miUINT16 in MATLAB's files: UTF-16, one unit a character in the BMP).
+        text = [chr(int(u)) for u in np.frombuffer(data, np.dtype(_MI_DTYPES[typ]).newbyteorder(endian))]
+    else:
+        raise DataError(f"unsupported MAT data type {typ} for a char array")
+    n = int(np.prod(dims))
+    if len(text) != n:
+        raise DataError(f"char array of {n} characters holds {len(text)}")
+    if n == 0 or n == dims[-1]:  # empty, or one row: a plain string
+        return "".join(text)
+    a = np.array(text, dtype="<U1").reshape(dims, order="F")  # column-major, like numbers
+    return np.array(["".join(row) for row in a.reshape(-1, dims[-1])]).reshape(dims[:-1])
 
 
 def load_mat(path: str | Path) -> dict[str, Any]:
@@ -98,6 +137,8 @@ def load_mat(path: str | Path) -> dict[str, Any]:
     if len(raw) < 128 or raw[126:128] not in (b"IM", b"MI"):
         raise DataError(f"{path} is not a level-5 MAT-file (v7.3/HDF5 and v4 files are not supported)")
     endian = "<" if raw[126:128] == b"IM" else ">"
+    if struct.unpack_from(endian + "H", raw, 124)[0] == 0x0200:  # v7.3 marks its HDF5 this way
+        raise DataError(f"{path} is a v7.3 (HDF5) MAT-file; only level-5 files are supported")
     out: dict[str, Any] = {}
     r = _Reader(raw[128:], endian)
     try:

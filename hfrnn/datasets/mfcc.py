@@ -19,6 +19,30 @@ For a signal ``x`` (floats in [-1, 1]) at sample rate ``sr``:
 
 No liftering: it scales each coefficient by a constant, which the per-coefficient normalisation
 with training-set statistics (:mod:`hfrnn.datasets.speech`) undoes anyway.
+
+Relation to librosa (cross-checked in ``tests/test_crosscheck_mfcc.py``, agreement to ~1e-13;
+the test asserts 1e-9). These conventions differ from librosa's defaults on purpose (they are
+HTK's), so the reference is librosa's building blocks with matching arguments, not
+``librosa.feature.mfcc(y=...)``:
+
+* pre-emphasis: ``librosa.effects.preemphasis(x, coef=a, zi=[0])``; librosa's default ``zi``
+  extrapolates ``x[-1] = 2 x[0] - x[1]`` instead of taking ``x[-1] = 0``;
+* frames start at sample 0 with no padding (librosa: ``center=True`` pads by ``n_fft / 2``); and
+  the window is the symmetric Hamming window ``np.hamming(W)`` (HTK's), whereas librosa's
+  ``window="hamming"`` is the periodic one. librosa places a ``W``-sample window in the middle
+  of its ``K``-sample frame, ``(K - W) // 2`` samples in; this changes only the phase of the
+  spectrum, so ``|rfft|^2`` matches once the signal is shifted by that many samples;
+* the power spectrum is divided by ``K`` (librosa: not), a constant that only shifts c0;
+* filters: ``librosa.filters.mel(htk=True, norm=None)`` (librosa's default is the Slaney mel
+  scale with area-normalised filters);
+* log: natural log with floor ``1e-10`` = ``power_to_db(E, ref=1, amin=1e-10, top_db=None)``
+  times ``ln(10) / 10``; ``librosa.feature.mfcc(y=...)`` uses decibels and clips everything
+  80 dB below the clip's peak (``top_db=80``), which makes silence depend on the clip;
+* DCT: the same (``dct_type=2, norm="ortho"``, ``lifter=0``);
+* deltas: ``librosa.feature.delta(c, width=2N+1, order=1, mode="nearest")``; its default is
+  ``width=9, mode="interp"`` (edge frames from a local polynomial fit, not repeated), and its
+  ``order=2`` is the second derivative of a local quadratic fit, whereas the delta-deltas here
+  are, as in HTK, the deltas of the deltas.
 """
 from __future__ import annotations
 
@@ -53,7 +77,10 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int = 26, fmin: float = 0.0,
     e = mel_edges(n_mels, fmin, fmax)
     f = np.arange(n_fft // 2 + 1) * sr / n_fft
     lo, mid, hi = e[:-2, None], e[1:-1, None], e[2:, None]
-    # Weights from the exact frequencies (not bins rounded to edges), so no filter is empty.
+    # Weights from the exact bin frequencies (not bins rounded to edges, as in HTK), so a filter
+    # only a bin or two wide keeps its weight. (One narrower than the bin spacing, e.g. 64+ filters
+    # at 8 kHz with K = 256, can still miss every bin; its log energy is then the floor. The
+    # defaults leave at least 3 bins in every filter.)
     return np.maximum(0.0, np.minimum((f - lo) / (mid - lo), (hi - f) / (hi - mid)))
 
 
