@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -20,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import LAUNCHER_HINT, ConfigError, check_overrides, group_choices, register, validate
+from .config import LAUNCHER_HINT, ConfigError, check_overrides, group_choices, register, sweep_size, validate
 
 
 def config_dir() -> str:
@@ -57,6 +58,7 @@ def train_app(cfg: DictConfig) -> float | None:
     from .train.launch import fit_distributed, wants_distributed
     from .train.loop import fit
     from .train.records import WriteError
+    from .train.sweep import continue_job
 
     hydra_cfg = HydraConfig.get()
     hydra_dir = Path(hydra_cfg.runtime.output_dir)
@@ -65,6 +67,10 @@ def train_app(cfg: DictConfig) -> float | None:
     try:
         typed = OmegaConf.to_object(cfg)
         validate(typed)
+        if multirun:
+            _job_label(hydra_cfg)
+            if not typed.resume and continue_job(hydra_dir).action == "resume":
+                typed.resume = str(hydra_dir)  # a sweep run again: this job's run continues (or is done)
         # A resumed run continues in its own directory, not in the new one Hydra made.
         run_dir, fresh = (Path(typed.resume), False) if typed.resume else (hydra_dir, True)
         if wants_distributed(typed):  # dist.procs > 1, or started by torchrun
@@ -105,6 +111,21 @@ def train_app(cfg: DictConfig) -> float | None:
             return None
         sys.exit(1)
     return float(result["minibatches"])
+
+
+# The number of jobs of the sweep being launched (set by main for the jobs, which may run in other
+# processes: environment variables reach the joblib launcher's workers and SLURM's tasks).
+SWEEP_JOBS_ENV = "HFRNN_SWEEP_JOBS"
+
+
+def _job_label(hydra_cfg) -> None:
+    """Start every progress line of this sweep job with ``job i/n``."""
+    try:
+        from .train.progress import set_job_label
+    except ImportError:
+        return
+    n = os.environ.get(SWEEP_JOBS_ENV)
+    set_job_label(f"job {hydra_cfg.job.num + 1}/{n}" if n else f"job {hydra_cfg.job.num + 1}")
 
 
 def _write_error_result(job_dir: Path, cfg: DictConfig, message: str) -> None:
@@ -292,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         if refusal:
             print(f"hfrnn train: error: {refusal}", file=sys.stderr)
             return 2
+        if overrides is not None and ("-m" in rest or "--multirun" in rest):
+            n = sweep_size(CONFIG_DIR, overrides)
+            if n is None:
+                os.environ.pop(SWEEP_JOBS_ENV, None)
+            else:
+                os.environ[SWEEP_JOBS_ENV] = str(n)
         sys.argv = [f"hfrnn {cmd}", *rest]
         _JOBS.clear()
         started = time.time() - 1.0  # file times can lag the clock a little

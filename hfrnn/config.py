@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from .errors import ConfigError
 from .optim.adam import AdamOptions
 from .optim.hessian_free import HFOptions
 from .optim.sgd import SGDOptions
+from .train.sweep import extra_name
 from .train.schema import (DEVICES, DIST_BACKENDS, DTYPES, BudgetConfig, DataConfig, DistConfig, EvalConfig,
                            ModelConfig, TaskConfig, TrainConfig, validate)
 
@@ -37,6 +39,36 @@ def register() -> None:
     cs.store(group="optimizer", name="hf_schema", node=HFOptions)
     cs.store(group="optimizer", name="sgd_schema", node=SGDOptions)
     cs.store(group="optimizer", name="adam_schema", node=AdamOptions)
+    # A sweep job's directory name: ${hfrnn_overrides:${hydra.overrides.task}} in configs/train.yaml.
+    OmegaConf.register_new_resolver("hfrnn_overrides", lambda overrides: extra_name(overrides or []),
+                                    replace=True)
+
+
+def sweep_size(config_dir: str, overrides: list[str], config_name: str = "train") -> int | None:
+    """How many jobs ``hfrnn train -m <overrides>`` launches (the product of the sweeps' lengths,
+    the command line's over a preset's ``hydra.sweeper.params``); None when it cannot be known
+    beforehand (a glob sweep, or a config that does not compose)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parser = OverridesParser.create()
+        parsed = parser.parse_overrides(overrides=list(overrides))
+        groups = [o.input_line for o in parsed if o.key_or_group in GROUPS and not o.is_sweep_override()]
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            base = compose(config_name=config_name, overrides=groups, return_hydra_config=True)
+        preset = OmegaConf.select(base, "hydra.sweeper.params") or {}
+        lines = {k: f"{k}={v}" for k, v in preset.items()}
+        lines.update({o.key_or_group: o.input_line for o in parsed if not o.key_or_group.startswith("hydra")})
+        n = 1
+        for o in parser.parse_overrides(overrides=list(lines.values())):
+            if o.is_sweep_override():
+                if not (o.is_choice_sweep() or o.is_range_sweep()):
+                    return None  # a glob over a group's options
+                n *= len(list(o.sweep_string_iterator()))
+        return n
+    except Exception:  # the count is only for progress lines: never a reason to fail
+        return None
 
 
 # --- Overrides checked before Hydra starts: one line for each mistake, with a suggestion ------------

@@ -160,12 +160,16 @@ def test_nan_learning_rate_is_a_one_line_error(tmp_path):
 
 
 def test_default_run_directories_name_the_model_and_are_unique():
-    """Two runs started in the same second that differ in the model (or anything) get two directories."""
+    """Two single runs started in the same second get two directories; a sweep job's directory is the
+    run's identity (task, T, model, optimizer, seed and its other overrides), so that running the
+    sweep again finds it (tests/test_sweep_continue.py)."""
     hydra = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "train.yaml"), resolve=False)["hydra"]
     for name in (hydra["run"]["dir"], hydra["sweep"]["subdir"]):
         for key in ("task.name", "T", "model.name", "optimizer.name", "seed"):
             assert "${" + key + "}" in name, (name, key)
-    assert "%f" in hydra["run"]["dir"] and "%f" in hydra["sweep"]["dir"]
+    assert "%f" in hydra["run"]["dir"]
+    assert "${hfrnn_overrides:${hydra.overrides.task}}" in hydra["sweep"]["subdir"]
+    assert "now:" not in hydra["sweep"]["dir"] + hydra["sweep"]["subdir"]
 
 
 @pytest.mark.slow  # subprocesses; a near cousin runs by default (make test-slow runs it)

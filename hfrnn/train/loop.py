@@ -20,6 +20,7 @@ files; the stop decisions only it can make (solved, the wall clock) are shared e
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -172,7 +173,7 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     saved, run_dir, done = _open(cfg, Path(run_dir), resolved_config)
     if done is not None:
         return done
-    run = _Run(cfg, run_dir, resolved_config, saved)
+    run = _Run(with_session_cap(cfg, saved), run_dir, resolved_config, saved)
     stop = _StopRequest().__enter__()
     try:  # the handlers stay until the checkpoint and result.json are written
         status, message, final_state = run.train(stop)
@@ -181,6 +182,25 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
         stop.__exit__()
         if stop.ignored:
             log.warning("%d signal(s) arrived while the run was ending; ignored", stop.ignored)
+
+
+def with_session_cap(cfg: TrainConfig, saved: dict | None) -> TrainConfig:
+    """``cfg`` with ``budget.session_wall_s`` folded into the wall-clock limit this invocation obeys.
+
+    ``budget.max_wall_s`` caps the run's total wall clock (over all its resumes);
+    ``budget.session_wall_s`` caps what this invocation adds to it, so running the same command
+    again (a sweep continued next day) gives every unfinished run another ``session_wall_s``. A run
+    so stopped ends ``budget_exhausted`` with a message that says so, and a later resume is not
+    refused as spent: the session cap is not part of the run's budget (:func:`budget_spent`).
+    """
+    session = cfg.budget.session_wall_s
+    if session is None:
+        return cfg
+    spent = float(saved["counters"].get("wall_s", 0.0)) if saved else 0.0
+    cap = spent + session
+    if cfg.budget.max_wall_s is not None and cfg.budget.max_wall_s <= cap:
+        return cfg
+    return dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, max_wall_s=cap))
 
 
 def _open(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> tuple[dict | None, Path, dict | None]:
@@ -324,6 +344,17 @@ class _Run:
             return "diverged", f"{n} consecutive rejected steps"
         return None
 
+    def budget_message(self) -> str:
+        """Why a run out of budget stopped, when it was this invocation's cap and not the run's budget."""
+        user = self.cfg.budget  # with the session cap folded in (with_session_cap)
+        session = self.resolved_config.get("budget", {}).get("session_wall_s")
+        if (session is not None and user.max_wall_s is not None and self.counters["wall_s"] >= user.max_wall_s
+                and not budget_spent(self.counters, user, wall=False)
+                and user.max_wall_s != self.resolved_config["budget"].get("max_wall_s")):
+            return (f"stopped by budget.session_wall_s={session:g} (this invocation's share): "
+                    "running the same command again continues it")
+        return ""
+
     def train(self, stop: _StopRequest) -> tuple[str, str, dict]:
         """Iterate until an outcome; returns ``(status, message, the state to save)``."""
         snapshot = self.state()
@@ -342,7 +373,7 @@ class _Run:
                     log.warning("run interrupted after iteration %d; checkpoint and result written",
                                 self.counters["iteration"])
                     return "interrupted", f"interrupted by {stop.signal or 'rank 0'}", self.state()
-            return "budget_exhausted", "", self.state()
+            return "budget_exhausted", self.budget_message(), self.state()
         except (KeyboardInterrupt, _Interrupted) as e:
             stop.finish()
             log.warning("run interrupted: the unfinished iteration is dropped; checkpoint and result written")

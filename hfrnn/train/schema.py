@@ -63,8 +63,9 @@ class BudgetConfig:
     """``budget.*``: when a run gives up (the paper: 50,000 minibatches)."""
 
     max_minibatches: float = 50000.0
-    max_wall_s: Optional[float] = None
+    max_wall_s: Optional[float] = None  # the run's total wall clock, over all its resumes
     max_iterations: Optional[int] = None
+    session_wall_s: Optional[float] = None  # what one invocation may add (a sweep run again adds as much)
 
 
 @dataclass
@@ -140,7 +141,8 @@ def validate(cfg: TrainConfig) -> None:
     # are; +inf only where it means "no limit".
     for key, value in numbers(cfg):
         if math.isnan(value) or (math.isinf(value) and not (value > 0 and key in ("budget.max_minibatches",
-                                                                                   "budget.max_wall_s"))):
+                                                                                   "budget.max_wall_s",
+                                                                                   "budget.session_wall_s"))):
             raise ConfigError(f"{key} must be a finite number, got {key}={value}")
     if cfg.T < 2:
         raise ConfigError(f"T must be >= 2, got T={cfg.T}")
@@ -158,6 +160,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"threads must be >= 0 (0 = PyTorch's default), got threads={cfg.threads}")
     if cfg.budget.max_minibatches <= 0:
         raise ConfigError(f"budget.max_minibatches must be > 0, got {cfg.budget.max_minibatches}")
+    for key in ("max_wall_s", "session_wall_s"):
+        value = getattr(cfg.budget, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"budget.{key} must be > 0 (or null: no limit), got {value}")
     if cfg.dist.procs < 1:
         raise ConfigError(f"dist.procs must be >= 1, got dist.procs={cfg.dist.procs}")
     if cfg.dist.backend not in DIST_BACKENDS:
