@@ -24,7 +24,7 @@ from .records import save_checkpoint_atomic
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change: stopping rules, logging, placement of work.
 log = logging.getLogger(__name__)
-RESUMABLE_CHANGES = ("budget", "resume", "threads", "log_every", "checkpoint_every", "eval.chunk",
+RESUMABLE_CHANGES = ("budget", "resume", "threads", "log_every", "logger", "checkpoint_every", "eval.chunk",
                      "optimizer.batch.chunk", "optimizer.batch.block", "device", "dist")
 
 

@@ -5,6 +5,9 @@ curvature product; forward-only evaluations separately). The loop stops when the
 falls below the success threshold (``solved``), when the budget is spent (``budget_exhausted``),
 after too many consecutive rejected steps (``diverged``), on SIGINT/SIGTERM (``interrupted``) or
 on an exception (``error``). Every outcome writes ``result.json`` atomically and a checkpoint.
+Every iteration's record goes to ``metrics.jsonl``; the progress line (:mod:`.progress`) and the
+scalar loggers chosen by ``logger=`` (:mod:`.loggers`) get one every ``log_every`` iterations, at
+each test evaluation and at the end.
 A first SIGINT/SIGTERM stops the run after the current iteration; a second abandons it at once;
 any later one, and any that arrives while the run writes its checkpoint and result, is ignored.
 A run that cannot write its files ends as ``error`` where ``result.json`` can still be written,
@@ -35,10 +38,12 @@ import torch
 from .. import __version__
 from ..api import ModuleOptimizer
 from ..errors import ConfigError
+from ..optim.hessian_free import HFOptions
 from ..parallel import dist
 from ..provenance import source_revision
 from ..tasks.base import Task, data_description
 from . import checkpoint as ckpt
+from . import loggers, progress
 from .build import make_model, make_optimizer, make_task, resolve_device
 from .evaluate import evaluate
 from .records import MetricsWriter, WriteError, refuse_if_held, step_record, write_json_atomic
@@ -249,12 +254,17 @@ class _Run:
         log.info("task=%s T=%d model=%s(%d params) optimizer=%s%s device=%s dtype=%s threads=%d",
                  self.task.name, cfg.T, cfg.model.name, self.opt.layout.numel, cfg.optimizer.name,
                  self.opt.describe(), self.device, cfg.dtype, torch.get_num_threads())
+        # Checked before metrics.jsonl claims the directory, so a refused logger leaves it free.
+        logger_names = loggers.check(cfg.logger) if self.main else ()
         if not self.main:
             self.metrics = _NoMetrics()
         elif saved is None:
             self.metrics = MetricsWriter(run_dir / "metrics.jsonl", fresh=True)  # claims the directory
         else:
             self.metrics = MetricsWriter(run_dir / "metrics.jsonl", truncate_after=self.counters["iteration"])
+        self.loggers = loggers.Loggers(logger_names, run_dir, None if saved is None else self.counters["iteration"])
+        self.log_every = progress.resolve_log_every(cfg.log_every, isinstance(cfg.optimizer, HFOptions))
+        self.unreported: dict | None = None  # the last record, until the progress line and loggers have it
         self.wall_before, self.t_start = self.counters["wall_s"], time.monotonic()
 
     def _restore(self, saved: dict) -> None:
@@ -278,6 +288,7 @@ class _Run:
 
     def checkpoint(self, state: dict) -> None:
         if self.main:
+            self.loggers.flush()  # everything the checkpoint covers is on disk (resume cuts the rest)
             ckpt.save(self.run_dir, {**state, "config": self.resolved_config, "version": __version__})
 
     def out_of_budget(self) -> bool:
@@ -321,16 +332,34 @@ class _Run:
         return out
 
     def write(self, rec: dict, due: bool) -> None:
-        """The iteration's line in ``metrics.jsonl``, and a log line at evaluations (or every ``log_every``)."""
+        """The iteration's line in ``metrics.jsonl`` (every iteration); the progress line and the
+        loggers' record at evaluations and every ``log_every`` iterations (:meth:`report`)."""
         c = self.counters
         c["wall_s"] = self.wall_before + time.monotonic() - self.t_start
         rec.update(minibatches=c["minibatches"], forward_evals=c["forward_evals"], rejected_steps=c["rejected_steps"],
                    wall_s=round(c["wall_s"], 3))
         self.metrics.write(rec)
-        if due or (self.cfg.log_every and c["iteration"] % self.cfg.log_every == 0):
-            log.info("it %d  loss/seq %.4g  test_err %s  minibatches %.0f  %.0fs%s", c["iteration"], rec["train_loss"],
-                     f"{self.last_test.get('test_error_rate', float('nan')):.4f}", c["minibatches"], c["wall_s"],
-                     f"  lambda {rec['lambda']:.3g} rho {rec['rho']} cg {rec['cg_iters']}" if "lambda" in rec else "")
+        self.unreported = rec
+        if due or (self.log_every and c["iteration"] % self.log_every == 0):
+            self.report()
+
+    def report(self) -> None:
+        """The last record to the loggers, and its progress line (rank 0)."""
+        rec, self.unreported = self.unreported, None
+        if rec is None or not self.main:
+            return
+        self.loggers.write(rec)
+        log.info("%s", progress.line(rec, self.counters, self.cfg.budget, self.last_test))
+
+    def close_records(self) -> None:
+        """Close metrics.jsonl; report the segment's last iteration if it was between log lines, and
+        close the loggers (a logger that cannot write then is logged, the outcome stands)."""
+        self.metrics.close()
+        try:
+            self.report()
+        except OSError as e:
+            log.error("cannot write the last record to the loggers: %s", e)
+        self.loggers.close()
 
     def outcome(self, due: bool) -> tuple[str, str] | None:
         """``(status, message)`` when the run is solved or has diverged, else None."""
@@ -391,7 +420,7 @@ class _Run:
             return "error", f"{type(e).__name__}: {e}", snapshot
         finally:
             stop.finish()
-            self.metrics.close()
+            self.close_records()
 
     def finish(self, status: str, message: str, final_state: dict) -> dict:
         """Write the final checkpoint and ``result.json`` (the signal handlers are still ignoring)."""

@@ -125,6 +125,16 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically (the scalar loggers' CSV cut-back and re-header)."""
+    _atomic(path, lambda fh: fh.write(data))
+
+
+def file_values(record: dict) -> dict:
+    """``record`` as every run file writes it: counts rounded, non-finite numbers as strings."""
+    return _clean(_rounded(record))
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
     _atomic(path, lambda fh: fh.write(json.dumps(_clean(_rounded(obj)), indent=2, sort_keys=True).encode()))
 

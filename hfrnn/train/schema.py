@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
+from . import loggers
 from ..optim.options import check_options
 
 MISSING: Any = "???"  # OmegaConf's marker of a value that must be given (omegaconf.MISSING)
@@ -118,7 +119,11 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     checkpoint_every: int = 10
-    log_every: int = 0  # 0: a log line at each test evaluation only
+    # Progress line and loggers' record every log_every iterations, and at each test evaluation;
+    # None: every HF iteration, every 100th SGD/Adam step; 0: at test evaluations only.
+    # metrics.jsonl always has every iteration.
+    log_every: Optional[int] = None
+    logger: Any = "none"  # none, tensorboard, csv, or a list: [tensorboard,csv] (hfrnn.train.loggers)
     resume: Optional[str] = None
 
 
@@ -164,6 +169,10 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg.budget, key)
         if value is not None and value <= 0:
             raise ConfigError(f"budget.{key} must be > 0 (or null: no limit), got {value}")
+    if cfg.log_every is not None and cfg.log_every < 0:
+        raise ConfigError(f"log_every must be >= 0 (0 = at test evaluations only; null = automatic), "
+                          f"got log_every={cfg.log_every}")
+    loggers.check(cfg.logger)
     if cfg.dist.procs < 1:
         raise ConfigError(f"dist.procs must be >= 1, got dist.procs={cfg.dist.procs}")
     if cfg.dist.backend not in DIST_BACKENDS:
