@@ -10,9 +10,10 @@ The model's ``forward(x [T, B, n_in])`` returns the output pre-activations ``s``
 loss applies the matching output nonlinearity, :mod:`hfrnn.losses`) and, for structural damping,
 the hidden pre-activations ``t`` ``[T, B, H]`` as ``(s, t)``. The structural distance is the
 matching loss of the hidden units' nonlinearity (``tanh``, ``logistic`` or ``linear``; see
-:data:`hfrnn.curvature.protocol.HIDDEN_NONLINEARITIES`), read from ``model.hidden_nonlinearity``
-or given as ``hidden_nonlinearity=``; with structural damping off (``HFOptions(structural=
-StructuralOptions(enabled=False))``) the model may return ``s`` alone.
+:data:`hfrnn.curvature.protocol.HIDDEN_NONLINEARITIES`): ``options.structural.hidden_nonlinearity``,
+or the model's class attribute ``hidden_nonlinearity`` (:func:`hidden_nonlinearity_of`); with
+structural damping off (``HFOptions(structural=StructuralOptions(enabled=False))``) the model may
+return ``s`` alone.
 
 The module's parameters are the source of truth: each :meth:`HessianFree.step` reads them into
 one flat vector (``theta`` in R^N, what HF works on), runs the iteration
@@ -29,14 +30,14 @@ wrap the first-order baselines the same way.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union, get_args
 
 import torch
 from torch import Tensor, nn
 
 from .curvature.blocking import auto_block
 from .curvature.generic import GenericCurvature
-from .curvature.protocol import HIDDEN_NONLINEARITIES, CurvatureBackend
+from .curvature.protocol import CurvatureBackend
 from .errors import ConfigError
 from .linalg.params import ParamLayout
 from .losses import LOSSES
@@ -46,8 +47,8 @@ from .optim import hessian_free as _hf
 from .optim import sgd as _sgd
 from .optim.adam import AdamOptions
 from .optim.first_order import FirstOrderStepInfo
-from .optim.hessian_free import HFOptions, HFStepInfo
-from .optim.options import check_options
+from .optim.hessian_free import HFOptions, HFStepInfo, HiddenNonlinearity, StructuralOptions
+from .optim.options import check_options, choice
 from .optim.sgd import SGDOptions
 from .parallel.sharded import ShardedBackend
 from .tasks.base import Batch
@@ -75,6 +76,7 @@ def make_backend(model: nn.Module, loss: str, curvature: str = "fast", structura
     """The curvature backend for ``model``: the hand-written one for hfrnn's tanh RNN when
     ``curvature="fast"``, else the generic ``torch.func`` one; sharded across the process group's
     ranks if ``shard`` (every rank must then pass the same batches)."""
+    backend: CurvatureBackend
     if curvature == "fast" and _is_fast_rnn(model) and hidden_nonlinearity == "tanh":
         from .curvature.rnn_fast import RNNFastCurvature
 
@@ -82,6 +84,37 @@ def make_backend(model: nn.Module, loss: str, curvature: str = "fast", structura
     else:
         backend = GenericCurvature(model, loss, structural_scale, hidden_nonlinearity)
     return ShardedBackend(backend) if shard else backend
+
+
+def hidden_nonlinearity_of(model: nn.Module, structural: StructuralOptions, given: str | None = None) -> str:
+    """The hidden units' nonlinearity ``e`` whose matching distance the structural term uses.
+
+    Each of ``given`` (the ``hidden_nonlinearity=`` shorthand), ``structural.hidden_nonlinearity``
+    and ``model.hidden_nonlinearity`` may declare it; with structural damping on, at least one must,
+    all that do must agree, and the value must be one the structural term knows (``tanh``,
+    ``logistic``, ``linear``): assuming tanh of a model whose states are something else would damp
+    the wrong distance without a sign. With structural damping off the value is never used.
+
+    Raises:
+        ConfigError: none declared, two that disagree, or an unknown one.
+    """
+    said = {key: value for key, value in (("hidden_nonlinearity=", given),
+                                          ("structural.hidden_nonlinearity", structural.hidden_nonlinearity),
+                                          ("model.hidden_nonlinearity", getattr(model, "hidden_nonlinearity", None)))
+            if value is not None}
+    if not structural.enabled:  # the structural weight is 0: any declared value will do, or none
+        known = [v for v in said.values() if v in get_args(HiddenNonlinearity)]
+        return known[0] if known else "linear"
+    if not said:
+        raise ConfigError("structural damping needs the hidden units' nonlinearity: set "
+                          f"StructuralOptions(hidden_nonlinearity=...) ({', '.join(get_args(HiddenNonlinearity))}) or "
+                          "model.hidden_nonlinearity, or turn it off with StructuralOptions(enabled=False)")
+    if len(set(said.values())) > 1:
+        raise ConfigError("the hidden nonlinearity is declared twice, differently: "
+                          + ", ".join(f"{key} {value!r}" for key, value in said.items()))
+    key, value = next(iter(said.items()))
+    choice(key.rstrip("="), value, HiddenNonlinearity)
+    return value
 
 
 class ModuleOptimizer:
@@ -93,6 +126,7 @@ class ModuleOptimizer:
     """
 
     batch_sizes: tuple[int, ...] = ()  # sequences per batch that step() takes (hfrnn train draws them)
+    _core: Any  # the flat-vector optimiser (hfrnn.optim.*) a subclass bridges to
 
     def __init__(self, model: nn.Module, backend: CurvatureBackend) -> None:
         self.model = model
@@ -170,9 +204,11 @@ class HessianFree(ModuleOptimizer):
         loss: the matched output nonlinearity and loss: ``squared`` (linear outputs),
             ``logistic`` (sigmoid, binary cross-entropy) or ``softmax`` (categorical cross-entropy).
         options: :class:`~hfrnn.optim.hessian_free.HFOptions` (default: the paper's settings;
-            ``options.damping.initial`` is lambda at the start). Checked here.
-        hidden_nonlinearity: the units behind ``t`` (``tanh``, ``logistic``, ``linear``);
-            default ``model.hidden_nonlinearity``. Required with structural damping on.
+            ``options.damping.initial`` is lambda at the start). Checked here; not changed.
+        hidden_nonlinearity: shorthand for ``options.structural.hidden_nonlinearity``, the units
+            behind ``t`` (``tanh``, ``logistic``, ``linear``); default: the model's class
+            attribute ``hidden_nonlinearity``. Required with structural damping on
+            (:func:`hidden_nonlinearity_of`).
         shard: data-parallel: evaluate this rank's share of every batch and all-reduce
             (:mod:`hfrnn.parallel`); every rank must pass the same batches.
 
@@ -185,22 +221,12 @@ class HessianFree(ModuleOptimizer):
         opts = check_options(HFOptions() if options is None else options)
         if loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; got loss={loss!r}")
-        declared = hidden_nonlinearity or getattr(model, "hidden_nonlinearity", None)
-        if opts.structural.enabled:
-            if declared is None:
-                raise ConfigError("structural damping needs the hidden units' nonlinearity: pass hidden_nonlinearity="
-                                  f"({', '.join(HIDDEN_NONLINEARITIES)}) or set model.hidden_nonlinearity, or "
-                                  "turn it off with HFOptions(structural=StructuralOptions(enabled=False))")
-            if declared not in HIDDEN_NONLINEARITIES:
-                raise ConfigError(f"structural damping supports hidden nonlinearities {', '.join(HIDDEN_NONLINEARITIES)}; "
-                                  f"got {declared!r} (or turn structural damping off)")
-        elif declared not in HIDDEN_NONLINEARITIES:
-            declared = "linear"  # unused: the structural weight is 0
+        declared = hidden_nonlinearity_of(model, opts.structural, hidden_nonlinearity)
         backend = make_backend(model, loss, opts.curvature, opts.structural.scale, declared, opts.batch.block, shard)
         super().__init__(model, backend)
         self.options = opts
         self.loss = loss
-        self.hidden_nonlinearity = declared
+        self.hidden_nonlinearity = declared  # the one the structural term uses
         self._core = _hf.HessianFree(self._theta, backend, opts, opts.damping.initial)
         self.batch_sizes = (opts.batch.gradient, opts.batch.curvature)
 
@@ -224,8 +250,7 @@ class HessianFree(ModuleOptimizer):
         """
         g = as_batch(batch)
         c = g.split(self.options.batch.curvature)[0] if curvature_batch is None else as_batch(curvature_batch)
-        batches = iter((g, c))  # the core draws the gradient batch first, then the curvature batch
-        return self._step(lambda: self._core.step(lambda n: next(batches)))
+        return self._step(lambda: self._core.step_on(g, c))
 
 
 class _FirstOrder(ModuleOptimizer):

@@ -599,6 +599,19 @@ def test_load_state_dict_puts_warm_on_the_parameters_device_in_float64():
     assert hf.warm.dtype == torch.float64 and torch.equal(hf.warm, torch.ones(N, dtype=F64))
 
 
+def test_step_on_given_batches_is_step_with_a_sampler():
+    """``step(sample)`` draws the gradient batch, then the curvature batch, and runs ``step_on``;
+    the public API passes its own batches to ``step_on``: the same iteration, bit for bit."""
+    hf, backend, sampler = make(kappa=3.0)
+    ref, _, _ = make(kappa=3.0)
+    for k in range(4):
+        got = hf.step(sampler)
+        assert [n for n, _ in sampler.calls[2 * k:]] == [GRAD, CURV]
+        want = ref.step_on(*(Sampler([c]).__call__(n) for n, c in sampler.calls[2 * k:]))
+        assert got == want
+        assert torch.equal(hf.theta, ref.theta) and hf.damping == ref.damping and torch.equal(hf.warm, ref.warm)
+
+
 def test_initial_state():
     hf, _, _ = make(lam=2)
     assert hf.damping == 2.0 and isinstance(hf.damping, float)

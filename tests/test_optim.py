@@ -7,7 +7,7 @@ from hfrnn.curvature.rnn_fast import RNNFastCurvature
 from hfrnn.linalg.params import ParamLayout
 from hfrnn.models.rnn import RNN
 from hfrnn.optim.damping import DampingOptions, reduction_ratio, update_damping
-from hfrnn.optim.hessian_free import BatchOptions, HessianFree, HFOptions
+from hfrnn.optim.hessian_free import BatchOptions, HessianFree, HFOptions, HFStepInfo
 from hfrnn.optim.search import LineSearchOptions, backtrack, line_search
 from hfrnn.optim.sgd import SGD, SGDOptions
 from hfrnn.tasks.pathological import make_task
@@ -147,11 +147,11 @@ def test_warm_start_decay_and_reset():
     assert torch.equal(backend.vectors[0], (0.95 * warm).to(theta.dtype))
     assert len(backend.vectors) == info.cg_iters + 1
     # A rejected step resets the warm start: the next CG starts from zero again. _reject sets every
-    # field a rejection decides, whatever the dict held.
+    # field a rejection decides, whatever the record held.
     lam = hf.damping
-    r = hf._reject({"loss_before": 1.0, "damping": 99.0, "damping_next": 99.0, "rho": None, "cg_iters": 0,
-                    "cg_chosen_iter": 0, "cg_stop": "", "step_size": 0.5, "loss_after": 5.0, "accepted": True,
-                    "reason": "x", "minibatches": 0.0, "forward_evals": 0.0, "grad_norm": 0.0}, "test")
+    r = hf._reject(HFStepInfo(loss_before=1.0, damping=99.0, damping_next=99.0, rho=None, cg_iters=0,
+                              cg_chosen_iter=0, cg_stop="", step_size=0.5, loss_after=5.0, accepted=True,
+                              reason="x", minibatches=0.0, forward_evals=0.0, grad_norm=0.0), "test")
     assert hf.warm is None
     assert r.accepted is False and r.reason == "test" and r.step_size == 0.0 and r.loss_after == 1.0
     assert r.damping == lam and r.damping_next == hf.damping == 1.5 * lam

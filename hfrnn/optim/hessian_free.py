@@ -16,19 +16,23 @@ Anything non-finite (loss, gradient, CG) rejects the step and raises lambda; it 
 
 Work is counted in the paper's unit: one *minibatch* is 1,000 sequences through a gradient or a
 curvature product; forward-only evaluations are counted separately in the same unit.
+
+:meth:`HessianFree.step_on` runs one iteration on given batches as the sequence of these steps,
+each a method that adds its work to the iteration's :class:`HFStepInfo`; :meth:`HessianFree.step`
+draws the two batches first. The public, module-level optimiser is :class:`hfrnn.api.HessianFree`.
 """
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 from torch import Tensor
 
 from ..curvature.protocol import CurvatureBackend, chunked_loss, chunked_loss_and_grad, steps_per_sequence
-from ..linalg.cg import cg
+from ..linalg.cg import CGResult, cg
 from ..linalg.params import dot64
 from ..tasks.base import Batch
 from . import SEQUENCES_PER_MINIBATCH
@@ -36,6 +40,25 @@ from .damping import DampingOptions, reduction_ratio, update_damping
 from .search import LineSearchOptions, backtrack, line_search
 
 log = logging.getLogger(__name__)
+
+# The choices of the string options, one Literal type each: what a type checker holds a value to,
+# and what :func:`hfrnn.optim.options.check_hf_options` checks at run time (``typing.get_args``).
+Curvature = Literal["fast", "generic"]        # fast: the hand-written RNN backend where one applies
+Rho = Literal["damped", "undamped"]           # which quadratic rho compares the measured decrease with
+RhoBatch = Literal["gradient", "curvature"]   # where CG backtracking and rho measure the objective
+HiddenNonlinearity = Literal["tanh", "logistic", "linear"]  # the units e the structural distance matches
+
+if TYPE_CHECKING:
+    _Curvature = Curvature
+    _Rho = Rho
+    _RhoBatch = RhoBatch
+    _HiddenNonlinearity = HiddenNonlinearity
+else:
+    # The fields say ``str`` at run time: these dataclasses are also the Hydra schema
+    # (``hfrnn.config``), and OmegaConf 2.3 refuses a Literal annotation ("Unexpected type
+    # annotation"). Enums would pass OmegaConf but make every Python user write Rho.undamped.
+    _Curvature = _Rho = _RhoBatch = _HiddenNonlinearity = str
+
 
 @dataclass
 class CGOptions:
@@ -53,16 +76,25 @@ class CGOptions:
 
 @dataclass
 class StructuralOptions:
-    """``structural.*``: the damping term ``lambda mu G_S`` of section 3.2.
+    """``structural.*``: the damping term ``lambda mu G_S`` of section 3.2,
+    ``G_S = (1/B) sum_{t,b} J_t^T scale (D o e)'' J_t`` over the hidden pre-activations ``t``.
 
     ``mu`` weighs the structural term against the Tikhonov one: 0.03, the 2011 code's value, on
-    every task (README, "Structural mu"). ``scale`` multiplies ``(D o e)'' = 1 - h^2``; the default
-    0.25 is the released code's form ``0.25 (1 - h^2)``, so ``mu`` means what it means there.
+    every task (README, "Structural mu"). ``scale`` multiplies ``(D o e)''``; the default 0.25 is
+    the released code's form ``0.25 (1 - h^2)`` for tanh units, so ``mu`` means what it means there.
+
+    ``hidden_nonlinearity`` is the units' ``e`` (``h = e(t)``); the distance ``D`` is its matching
+    loss, which fixes ``(D o e)''`` per unit: ``tanh`` ``1 - h^2``, ``logistic`` ``h (1 - h)``,
+    ``linear`` ``1`` (``D = 1/2 |h - h_n|^2``, for states that are no single squashing function of a
+    pre-activation: a GRU's). ``None``: the model's class attribute ``hidden_nonlinearity``
+    (hfrnn's RNN and LSTM say ``tanh``). A value the model contradicts, an unknown one, or none at
+    all with structural damping on is refused (:mod:`hfrnn.api`) rather than silently assumed.
     """
 
     enabled: bool = True
     mu: float = 0.03
     scale: float = 0.25
+    hidden_nonlinearity: _HiddenNonlinearity | None = None
 
 
 @dataclass
@@ -81,6 +113,10 @@ class BatchOptions:
 class HFOptions:
     """Everything ``optimizer=hf`` / ``optimizer=hf_nosd`` configure.
 
+    ``curvature``: ``fast`` (default: the hand-written R-operator of :mod:`hfrnn.curvature.rnn_fast`
+    for hfrnn's tanh RNN, the generic backend for any other model) or ``generic`` (``torch.func``
+    for every model; the same products to rounding, slower).
+
     ``rho``: ``damped`` (default; q includes the Tikhonov and structural terms, as in the 2011
     RNN code, so rho judges the very quadratic CG minimised) or ``undamped`` (Martens 2010: q
     without damping; costs one extra product per iteration).
@@ -93,9 +129,9 @@ class HFOptions:
     """
 
     name: str = "hf"
-    curvature: str = "fast"
-    rho: str = "damped"
-    rho_batch: str = "gradient"
+    curvature: _Curvature = "fast"
+    rho: _Rho = "damped"
+    rho_batch: _RhoBatch = "gradient"
     weight_cost: float = 2e-5
     max_rejections: int = 20
     cg: CGOptions = field(default_factory=CGOptions)
@@ -107,7 +143,10 @@ class HFOptions:
 
 @dataclass
 class HFStepInfo:
-    """What one HF iteration did (logged verbatim to ``metrics.jsonl``)."""
+    """What one HF iteration did (``hfrnn.train.records.step_record`` writes it to ``metrics.jsonl``).
+
+    Built when the gradient is known and filled in by each later step of the iteration.
+    """
 
     damping: float            # lambda used by this iteration's CG
     damping_next: float       # lambda after the Levenberg-Marquardt update
@@ -129,6 +168,14 @@ class HFStepInfo:
 
 def _finite(x: Tensor) -> bool:
     return bool(torch.isfinite(x).all())
+
+
+def _new_info(lam: float, f0: float, g: Tensor, g_batch: Batch) -> HFStepInfo:
+    """The record of an iteration that has only its gradient so far (the later steps fill it in)."""
+    return HFStepInfo(damping=lam, damping_next=lam, rho=None, cg_iters=0, cg_chosen_iter=0, cg_stop="",
+                      step_size=0.0, loss_before=f0, loss_after=f0, accepted=False, reason="ok",
+                      minibatches=g_batch.size / SEQUENCES_PER_MINIBATCH, forward_evals=0.0,
+                      grad_norm=float(g.norm()), steps_per_sequence=steps_per_sequence(g_batch))
 
 
 class HessianFree:
@@ -159,36 +206,64 @@ class HessianFree:
         wc = self.opts.weight_cost
         return f + 0.5 * wc * dot64(theta, theta), g.double() + wc * theta.double()
 
-    def _reject(self, info: dict, reason: str) -> HFStepInfo:
+    def _reject(self, info: HFStepInfo, reason: str) -> HFStepInfo:
+        """Reject the step: theta stays, the next CG starts from zero, lambda is raised once."""
         self.warm = None
         self.consecutive_rejections += 1
         lam = self.damping
         self.damping = min(self.damping * self.opts.damping.boost, self.opts.damping.max)
         log.warning("HF step rejected (%s); damping %.3g -> %.3g", reason, lam, self.damping)
-        info.update(accepted=False, reason=reason, damping=lam, damping_next=self.damping,
-                    loss_after=info["loss_before"], step_size=0.0)
-        return HFStepInfo(**info)
+        info.accepted, info.reason, info.damping, info.damping_next = False, reason, lam, self.damping
+        info.loss_after, info.step_size = info.loss_before, 0.0
+        return info
 
     def step(self, sample: Callable[[int], Batch]) -> HFStepInfo:
-        """One HF iteration; ``sample(n)`` returns a fresh batch of ``n`` sequences."""
-        o = self.opts
-        theta = self.theta
-        unit = SEQUENCES_PER_MINIBATCH
-        g_batch = sample(o.batch.gradient)
-        c_batch = sample(o.batch.curvature)
-        f0, g = self._f_and_g(theta, g_batch)
-        info = dict(damping=self.damping, damping_next=self.damping, rho=None, cg_iters=0, cg_chosen_iter=0,
-                    cg_stop="", cg_warm_start_reset=False, step_size=0.0, loss_before=f0, loss_after=f0, accepted=False, reason="ok",
-                    minibatches=g_batch.size / unit, forward_evals=0.0, grad_norm=float(g.norm()),
-                    steps_per_sequence=steps_per_sequence(g_batch))
+        """One HF iteration; ``sample(n)`` returns a fresh batch of ``n`` sequences (the gradient
+        batch is drawn first, then the curvature batch)."""
+        g_batch = sample(self.opts.batch.gradient)
+        return self.step_on(g_batch, sample(self.opts.batch.curvature))
+
+    def step_on(self, g_batch: Batch, c_batch: Batch) -> HFStepInfo:
+        """One HF iteration (steps 1-6 of the module docstring) on a gradient batch ``g_batch`` and a
+        curvature batch ``c_batch``; ``theta`` moves in place only if the step is accepted."""
+        o, theta, lam = self.opts, self.theta, self.damping
+        f0, g = self._f_and_g(theta, g_batch)                                   # 1. gradient
+        info = _new_info(lam, f0, g, g_batch)
         if not (math.isfinite(f0) and _finite(g)):
             return self._reject(info, "non_finite_gradient")
+        fc0 = self._prepare(c_batch, info)                                      # 2. curvature batch
+        res = self._solve(g, lam, c_batch, info)                                # 3. CG
+        if res.stop_reason == "non_finite" or not _finite(res.x):
+            return self._reject(info, "non_finite_curvature")
+        self.warm = res.x
+        on_gradient = o.rho_batch == "gradient"
+        r_batch, fr0 = (g_batch, f0) if on_gradient else (c_batch, fc0)
+        chosen_iter, d, f_d = self._backtrack(res, r_batch, info)               # 4. backtracking
+        q_d = self._predicted(res, chosen_iter, d, g, c_batch, info)            # 5. rho, then LM
+        rho = reduction_ratio(f_d, fr0, q_d)
+        lam_next = update_damping(lam, rho, o.damping)
+        info.rho, info.cg_chosen_iter, info.damping_next = rho, chosen_iter, lam_next
+        alpha, f_new = self._line_search(g_batch, f0, g, d, f_d if on_gradient else None, info)  # 6.
+        if alpha is None:  # the LM update is not applied: a rejection raises lambda once instead
+            return self._reject(info, "line_search_failed" if math.isfinite(f_new) else "non_finite_loss")
+        theta.add_((alpha * d).to(theta.dtype))
+        self.damping = lam_next
+        self.consecutive_rejections = 0
+        info.accepted, info.step_size, info.loss_after = True, alpha, f_new
+        return info
 
-        lam = self.damping
-        fc0 = self.backend.prepare(theta, c_batch) + 0.5 * o.weight_cost * dot64(theta, theta)
-        info["forward_evals"] += c_batch.size / unit
+    # -- the steps of one iteration -----------------------------------------------------------
+    def _prepare(self, c_batch: Batch, info: HFStepInfo) -> float:
+        """Cache the curvature batch's forward pass at theta; its objective ``f_c(theta)``."""
+        theta = self.theta
+        fc0 = self.backend.prepare(theta, c_batch) + 0.5 * self.opts.weight_cost * dot64(theta, theta)
+        info.forward_evals += c_batch.size / SEQUENCES_PER_MINIBATCH
+        return fc0
+
+    def _solve(self, g: Tensor, lam: float, c_batch: Batch, info: HFStepInfo) -> CGResult:
+        """CG on ``(G + lambda mu G_S + (lambda + wc) I) d = -g`` from ``decay * d_prev`` (float64)."""
+        o, dtype = self.opts, self.theta.dtype
         w = lam * o.structural.mu if o.structural.enabled else 0.0
-        dtype = theta.dtype
         n_products = 0
 
         def matvec(v: Tensor) -> Tensor:
@@ -200,44 +275,44 @@ class HessianFree:
         res = cg(matvec, -g, x0, max_iters=o.cg.max_iters, eps=o.cg.eps, min_gap=o.cg.min_gap,
                  gap_fraction=o.cg.gap_fraction, keep_first=o.cg.keep_first, keep_growth=o.cg.keep_growth,
                  reset_uphill=o.cg.reset_uphill)
-        info.update(cg_iters=res.iterations, cg_stop=res.stop_reason, cg_warm_start_reset=res.warm_start_reset)
-        info["minibatches"] += n_products * c_batch.size / unit
-        if res.stop_reason == "non_finite" or not _finite(res.x):
-            return self._reject(info, "non_finite_curvature")
-        self.warm = res.x
+        info.cg_iters, info.cg_stop, info.cg_warm_start_reset = res.iterations, res.stop_reason, res.warm_start_reset
+        info.minibatches += n_products * c_batch.size / SEQUENCES_PER_MINIBATCH
+        return res
 
-        # CG backtracking and rho on the curvature batch (or the gradient batch).
-        r_batch, fr0 = (g_batch, f0) if o.rho_batch == "gradient" else (c_batch, fc0)
+    def _backtrack(self, res: CGResult, r_batch: Batch, info: HFStepInfo) -> tuple[int, Tensor, float]:
+        """Choose among CG's kept iterates by the objective on ``r_batch``: ``(iteration, d, f(theta + d))``."""
+        theta = self.theta
 
         def f_rho(d: Tensor) -> float:
-            return self._f(theta + d.to(dtype), r_batch)
+            return self._f(theta + d.to(theta.dtype), r_batch)
 
-        j, fc_best, n_evals = backtrack(res.kept, f_rho)
-        info["forward_evals"] += n_evals * r_batch.size / unit
+        j, f_best, n_evals = backtrack(res.kept, f_rho)
+        info.forward_evals += n_evals * r_batch.size / SEQUENCES_PER_MINIBATCH
         chosen_iter, d = res.kept[j]
-        q_d = res.q_values[chosen_iter]
-        if o.rho == "undamped":
-            Gd = self.backend.product(d.to(dtype), 0.0).double()
-            info["minibatches"] += c_batch.size / unit
-            q_d = dot64(g, d) + 0.5 * dot64(d, Gd) + 0.5 * o.weight_cost * dot64(d, d)
-        rho = reduction_ratio(fc_best, fr0, q_d)
-        self.damping = update_damping(lam, rho, o.damping)
-        info.update(rho=rho, cg_chosen_iter=chosen_iter, damping_next=self.damping)
+        return chosen_iter, d, f_best
 
-        # Armijo line search on the gradient batch (the objective g belongs to).
+    def _predicted(self, res: CGResult, chosen_iter: int, d: Tensor, g: Tensor, c_batch: Batch,
+                   info: HFStepInfo) -> float:
+        """``q(d) - q(0)``, rho's denominator: CG's own (damped) value, or with ``rho="undamped"``
+        ``g.d + 1/2 d.G d + wc/2 |d|^2`` at the cost of one more product."""
+        if self.opts.rho != "undamped":
+            return res.q_values[chosen_iter]
+        Gd = self.backend.product(d.to(self.theta.dtype), 0.0).double()
+        info.minibatches += c_batch.size / SEQUENCES_PER_MINIBATCH
+        return dot64(g, d) + 0.5 * dot64(d, Gd) + 0.5 * self.opts.weight_cost * dot64(d, d)
+
+    def _line_search(self, g_batch: Batch, f0: float, g: Tensor, d: Tensor, f_at_one: float | None,
+                     info: HFStepInfo) -> tuple[float | None, float]:
+        """Armijo on the gradient batch (the objective g belongs to): ``(alpha or None, f)``;
+        ``f_at_one`` is ``f(theta + d)`` when backtracking already measured it on this batch."""
+        theta = self.theta
+
         def f_grad(alpha: float) -> float:
-            return self._f(theta + (alpha * d).to(dtype), g_batch)
+            return self._f(theta + (alpha * d).to(theta.dtype), g_batch)
 
-        known = fc_best if o.rho_batch == "gradient" else None  # backtracking already measured f(1)
-        alpha, f_new, n_ls = line_search(f_grad, f0, dot64(g, d), o.line_search, known)
-        info["forward_evals"] += n_ls * g_batch.size / unit
-        if alpha is None:
-            self.damping = lam  # _reject applies the boost once
-            return self._reject(info, "line_search_failed" if math.isfinite(f_new) else "non_finite_loss")
-        theta.add_((alpha * d).to(dtype))
-        self.consecutive_rejections = 0
-        info.update(accepted=True, step_size=alpha, loss_after=f_new)
-        return HFStepInfo(**info)
+        alpha, f_new, n_ls = line_search(f_grad, f0, dot64(g, d), self.opts.line_search, f_at_one)
+        info.forward_evals += n_ls * g_batch.size / SEQUENCES_PER_MINIBATCH
+        return alpha, f_new
 
     # -- state (for checkpoints) ---------------------------------------------------------------
     def state_dict(self) -> dict:

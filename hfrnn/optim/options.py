@@ -8,35 +8,40 @@ and raises :class:`~hfrnn.errors.ConfigError` naming the key, so that
 command line (``hfrnn.train.schema.validate`` calls it with ``prefix="optimizer."``). The public
 optimisers (:mod:`hfrnn.api`) call it in their constructors.
 
-The choices are ``Literal`` types, the one source of their allowed values.
+The choices are the ``Literal`` types of :mod:`hfrnn.optim.hessian_free` (``Curvature``, ``Rho``,
+``RhoBatch``, ``HiddenNonlinearity``), the one source of their allowed values: a type checker
+holds a literal to them, :func:`choice` holds a run-time value to the same ``get_args``.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from ..errors import ConfigError
 from .adam import AdamOptions
 from .damping import DampingOptions
-from .hessian_free import BatchOptions, CGOptions, HFOptions, StructuralOptions
+from .hessian_free import (BatchOptions, CGOptions, Curvature, HFOptions, HiddenNonlinearity, Rho, RhoBatch,
+                           StructuralOptions)
 from .search import LineSearchOptions
 from .sgd import SGDOptions
 
-Curvature = Literal["fast", "generic"]        # fast: the hand-written RNN backend where one exists
-Rho = Literal["damped", "undamped"]           # which quadratic rho compares with
-RhoBatch = Literal["gradient", "curvature"]   # where backtracking and rho measure the objective
-HiddenNonlinearity = Literal["tanh", "logistic", "linear"]  # the structural distance's units
+__all__ = ["Curvature", "Rho", "RhoBatch", "HiddenNonlinearity", "choice", "check_hf_options",
+           "check_first_order_options", "check_options"]
 
 GROUPS = {"cg": CGOptions, "damping": DampingOptions, "structural": StructuralOptions,
           "line_search": LineSearchOptions, "batch": BatchOptions}
 
 
 def choice(key: str, value: Any, allowed: Any) -> None:
-    """Raise unless ``value`` is one of the ``Literal`` type ``allowed``'s values."""
+    """Raise unless ``value`` is one of the ``Literal`` type ``allowed``'s values: one line that
+    names them and the closest to a misspelt string."""
     options = get_args(allowed)
-    if value not in options:
-        raise ConfigError(f"{key} must be one of {', '.join(options)}; got {key}={value!r}")
+    if not isinstance(value, str) or value not in options:
+        close = difflib.get_close_matches(value, options, n=1) if isinstance(value, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key} must be one of {', '.join(options)}; got {key}={value!r}{hint}")
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -72,6 +77,8 @@ def check_hf_options(opts: HFOptions, prefix: str = "") -> HFOptions:
     choice(f"{p}curvature", opts.curvature, Curvature)
     choice(f"{p}rho", opts.rho, Rho)
     choice(f"{p}rho_batch", opts.rho_batch, RhoBatch)
+    if opts.structural.hidden_nonlinearity is not None:  # None: the model's (hfrnn.api resolves it)
+        choice(f"{p}structural.hidden_nonlinearity", opts.structural.hidden_nonlinearity, HiddenNonlinearity)
     _require(opts.weight_cost >= 0, f"{p}weight_cost", ">= 0", opts.weight_cost)
     _require(opts.max_rejections >= 1, f"{p}max_rejections", ">= 1", opts.max_rejections)
     cg, d, s, ls, b = opts.cg, opts.damping, opts.structural, opts.line_search, opts.batch
