@@ -173,7 +173,8 @@ def test_summary_header_and_rows_count_states_the_same_way(tmp_path, capsys):
     counts = {w: int(n) for n, w in (part.split() for part in header.split(":", 1)[1].strip(" .").split(", "))}
     assert counts == {"solved": 1, "failed": 1, "stopped": 2, "incomplete": 2, "crashed": 1}
     assert "1 solved, 1 failed, 2 stopped, 2 incomplete, 1 crashed" in printed
-    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    cell_tables = md.split("\n## Runs", 1)[0]  # the per-task tables (the per-run table follows)
+    lines = [line for line in cell_tables.splitlines() if line.startswith("| ")]
     cols = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:] if line.split("|")[1].strip() != "T"]
     for state in ("solved", "failed", "stopped", "incomplete", "crashed"):

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from .collect import FIGURE3_COUNTED, LISTED, STATES, Run, count_states, versions
-from .constants import model_sort_key, task_sort_key
+from .constants import NATURAL_TASKS, model_sort_key, task_sort_key
 from .figure3 import Cell
 
 
@@ -62,6 +62,23 @@ def _run_list(title: str, runs: list[Run], root: Path, extra, show_model: bool) 
     return out + [""]
 
 
+def run_table(runs: list[Run], root: Path) -> list[str]:
+    """``## Runs``: every run of a task with a success rule, one row each (seed, state, minibatches,
+    wall clock, last test error rate, directory), sorted like Figure 3's cells."""
+    if not runs:
+        return []
+    lines = ["## Runs", "", "| task | T | model | optimizer | seed | state | minibatches | wall (s) | test error | "
+             "directory |", "|---|---:|---|---|---:|---|---:|---:|---:|---|"]
+    key = lambda r: (task_sort_key(r.task or "?"), r.T or -1, model_sort_key(r.model or "?"),  # noqa: E731
+                     r.optimizer or "?", r.seed if r.seed is not None else -1, str(r.path))
+    for r in sorted(runs, key=key):
+        err = r.result.get("test_error_rate") if r.result else None
+        err = f"{err:.4f}" if isinstance(err, (int, float)) and math.isfinite(err) else "–"
+        lines.append(f"| {r.task} | {r.T} | {r.model or '?'} | {r.optimizer} | {r.seed} | {r.state} | "
+                     f"{_num(r.minibatches)} | {_num(r.wall_s)} | {err} | `{_rel(r.path, root)}` |")
+    return lines + [""]
+
+
 def header(runs: list[Run]) -> str:
     """``N run directories: 3 solved, 1 failed, ...``: every state, counted as each row counts it."""
     counts = count_states(runs)
@@ -95,6 +112,7 @@ def render(root: Path, runs: list[Run], cells: list[Cell], refused: list[tuple[P
     cell_models = len({c.model for c in cells}) > 1  # one model column for every task's table, or none
     for task in sorted({c.task for c in cells}, key=task_sort_key):
         lines += [f"## {task}", ""] + task_table([c for c in cells if c.task == task], cell_models) + [""]
+    lines += run_table([r for r in runs if r.task not in NATURAL_TASKS], root)
     mb = lambda r: "" if r.minibatches is None else f", {r.minibatches:,.0f} minibatches so far"  # noqa: E731
     lines += _run_list("Incomplete runs (no result.json, or interrupted)",
                        [r for r in runs if r.state == "incomplete"], root,
