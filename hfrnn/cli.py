@@ -58,22 +58,28 @@ def train_app(cfg: DictConfig) -> float | None:
     from .train.launch import fit_distributed, wants_distributed
     from .train.loop import fit
     from .train.records import WriteError
+    from .train.checkpoint import check_compatible
     from .train.sweep import continue_job
 
     hydra_cfg = HydraConfig.get()
     hydra_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    run_dir, fresh = hydra_dir, True
+    run_dir, fresh, job = hydra_dir, True, None
     try:
         typed = OmegaConf.to_object(cfg)
         validate(typed)
         if multirun:
             _job_label(hydra_cfg)
-            if not typed.resume and continue_job(hydra_dir).action == "resume":
+            job = None if typed.resume else continue_job(hydra_dir)
+            if job is not None and job.action == "resume":
                 typed.resume = str(hydra_dir)  # a sweep run again: this job's run continues (or is done)
         # A resumed run continues in its own directory, not in the new one Hydra made.
         run_dir, fresh = (Path(typed.resume), False) if typed.resume else (hydra_dir, True)
-        if wants_distributed(typed):  # dist.procs > 1, or started by torchrun
+        if multirun and job is not None and job.action == "done":
+            check_compatible(job.result.get("config") or {}, OmegaConf.to_container(cfg, resolve=True))
+            log.info("%s: nothing to do, it ended %s; its files are unchanged", hydra_dir, job.result.get("status"))
+            result = {**job.result, "note": f"nothing to do: it ended {job.result.get('status')}"}
+        elif wants_distributed(typed):  # dist.procs > 1, or started by torchrun
             result = fit_distributed(typed, run_dir, OmegaConf.to_container(cfg, resolve=True))
             if result is None:  # a torchrun rank other than 0: rank 0 reports
                 return None

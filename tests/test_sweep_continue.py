@@ -83,6 +83,27 @@ def test_continue_job_fresh_resume_restart(tmp_path):
     assert continue_job(job).moved_to == job / "previous-2"  # nothing is overwritten
     (job / ckpt.CHECKPOINT).write_bytes(b"x")
     assert continue_job(job).action == "resume"
+    # A run kept without its checkpoint (benchmarks/keep_results.py keeps none for solved runs).
+    (job / ckpt.CHECKPOINT).unlink()
+    (job / "result.json").write_text('{"status": "solved", "minibatches": 12.0}')
+    c = continue_job(job)
+    assert c.action == "done" and c.result["minibatches"] == 12.0 and (job / "result.json").is_file()
+
+
+def test_sweep_skips_a_kept_solved_run_without_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "task=addition", "T=10", *SGD, "budget.max_iterations=3", f"hydra.sweep.dir={sweep}"]
+    assert _run(args, tmp_path).returncode == 0
+    job = sweep / ("addition_T10_rnn_sgd_s0" + EXTRA)
+    res = json.loads((job / "result.json").read_text())
+    (job / "result.json").write_text(json.dumps({**res, "status": "solved", "success": True}))
+    (job / ckpt.CHECKPOINT).unlink()
+    (job / "metrics.jsonl").unlink()
+    before = {q: q.read_bytes() for q in job.rglob("*") if q.is_file() and q.suffix != ".log" and ".hydra" not in q.parts}
+    p = _run(args, tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "nothing to do: it ended solved" in p.stdout
+    assert {q: q.read_bytes() for q in before} == before and not (job / "previous-1").exists()
 
 
 def test_session_cap_adds_to_the_time_already_spent():

@@ -11,7 +11,8 @@ do not alter the optimisation, :data:`hfrnn.train.checkpoint.RESUMABLE_CHANGES`)
 hold the job's number, so the same run lands in the same directory whichever sweep command
 (a subset, a superset, another order) starts it. Running a sweep again therefore:
 
-- skips a run that ended ``solved`` or ``diverged``, or whose budget is spent under the new limits
+- skips a run that ended ``solved`` or ``diverged`` (also one kept without its checkpoint, as
+  ``benchmarks/keep_results.py`` keeps solved runs), or whose budget is spent under the new limits
   (its files are left as they are; :func:`hfrnn.train.loop.fit`'s resume rule);
 - resumes a run that was interrupted, capped by the wall clock or stopped by a smaller budget, from
   its checkpoint (refusing, in one line, a changed setting that would alter the optimisation);
@@ -24,6 +25,7 @@ This module is Hydra-free: it works on override strings and directories. The Hyd
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Keys already in the identity's fixed part, or naming the sweep directory itself.
 IDENTITY_KEYS = ("task", "T", "model", "optimizer", "seed", "experiment")
+# Statuses after which a run never trains again (hfrnn.train.loop.FINAL_STATUSES; not imported from
+# there, which would load the whole training loop into the CLI's import).
+ENDED_FOR_GOOD = ("solved", "diverged")
 # Longer names are replaced by a digest (file systems cap a name at 255 bytes).
 MAX_EXTRA_CHARS = 80
 
@@ -72,11 +77,13 @@ def extra_name(overrides: Iterable[str]) -> str:
 @dataclass(frozen=True)
 class Continuation:
     """What a sweep job does with its directory: ``fresh`` (start a run), ``resume`` (continue the
-    run whose checkpoint is there; a finished one is then left as it is) or ``restart`` (start again
-    after moving a failed start's files into ``moved_to``)."""
+    run whose checkpoint is there; a finished one is then left as it is), ``done`` (a run that ended
+    for good and has no checkpoint: ``result`` is its record, nothing runs) or ``restart`` (start
+    again after moving a failed start's files into ``moved_to``)."""
 
     action: str
     moved_to: Path | None = None
+    result: dict | None = None
 
 
 def continue_job(job_dir: Path) -> Continuation:
@@ -86,7 +93,18 @@ def continue_job(job_dir: Path) -> Continuation:
         return Continuation("fresh")
     if (job_dir / CHECKPOINT).is_file():
         return Continuation("resume")
+    result = _read_json(job_dir / "result.json")
+    if result is not None and result.get("status") in ENDED_FOR_GOOD:
+        return Continuation("done", result=result)
     return Continuation("restart", set_aside(job_dir))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def set_aside(job_dir: Path) -> Path:
