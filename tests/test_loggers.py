@@ -5,29 +5,20 @@ import shutil
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from hfrnn.cli import CONFIG_DIR
-from hfrnn.config import ConfigError, register
+from hfrnn.config import ConfigError
 from hfrnn.train import loggers, loop
 from hfrnn.train.schema import TrainConfig, validate
+
+from .compose import cfg_of, fit_with
+
 
 BASE = ["task=addition", "T=12", "hidden=8", "task.test_size=200", "eval.every_minibatches=1"]
 TINY = BASE + ["optimizer.batch.gradient=200", "optimizer.batch.curvature=100", "optimizer.cg.max_iters=10"]
 BOTH = ["logger=[tensorboard,csv]"]
 
 
-def _cfg(overrides):
-    register()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        c = compose(config_name="train", overrides=overrides)
-    return OmegaConf.to_object(c), OmegaConf.to_container(c, resolve=True)
-
-
-def _fit(overrides, run_dir):
-    cfg, raw = _cfg(overrides)
-    return loop.fit(cfg, run_dir, raw)
+_cfg, _fit = cfg_of, fit_with
 
 
 def _csv_rows(run_dir):

@@ -9,29 +9,19 @@ import time
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from hfrnn.cli import CONFIG_DIR
-from hfrnn.config import ConfigError, register
+from hfrnn.config import ConfigError
 from hfrnn.curvature.rnn_fast import RNNFastCurvature
 from hfrnn.train import loop
+
+from .compose import cfg_of, fit_with
 
 BASE = ["task=addition", "T=12", "hidden=8", "task.test_size=200", "eval.every_minibatches=1", "checkpoint_every=1"]
 HF = ["optimizer.batch.gradient=200", "optimizer.batch.curvature=100", "optimizer.cg.max_iters=10"]
 TINY = BASE + HF
 
 
-def _cfg(overrides):
-    register()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        c = compose(config_name="train", overrides=overrides)
-    return OmegaConf.to_object(c), OmegaConf.to_container(c, resolve=True)
-
-
-def _fit(overrides, run_dir):
-    cfg, raw = _cfg(overrides)
-    return loop.fit(cfg, run_dir, raw)
+_cfg, _fit = cfg_of, fit_with
 
 
 def _metrics(run_dir):
@@ -253,6 +243,7 @@ def test_metrics_cut_back_is_atomic(tmp_path, monkeypatch):
 SLOW_RESULT = """
 import pathlib, time
 import hfrnn.train.loop as L
+
 _write = L.write_json_atomic
 def _slow(path, obj):
     if pathlib.Path(path).name == "result.json":
