@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .collect import FIGURE3_COUNTED, LISTED, STATES, Run, count_states, versions
+from .collect import FIGURE3_COUNTED, LISTED, STATES, Run, count_states, read_metrics, versions
 from .constants import NATURAL_TASKS, model_sort_key, task_sort_key
 from .figure3 import Cell
+from .trend import diagnose
 
 
 def _num(x: float, fmt: str = ",.0f") -> str:
@@ -60,6 +61,13 @@ def _run_list(title: str, runs: list[Run], root: Path, extra, show_model: bool) 
     out = [f"## {title} ({len(runs)})", ""]
     out += [f"- `{_rel(r.path, root)}`: {r.describe(show_model)}{extra(r)}" for r in runs]
     return out + [""]
+
+
+def _trend(r: Run) -> str:
+    """``; <diagnosis>`` of a run that did not solve (:mod:`hfrnn.report.trend`), for tasks with a success rule."""
+    if r.metrics_path is None or r.task in NATURAL_TASKS:
+        return ""
+    return "; " + diagnose(read_metrics(r.metrics_path))
 
 
 def run_table(runs: list[Run], root: Path) -> list[str]:
@@ -116,12 +124,15 @@ def render(root: Path, runs: list[Run], cells: list[Cell], refused: list[tuple[P
     mb = lambda r: "" if r.minibatches is None else f", {r.minibatches:,.0f} minibatches so far"  # noqa: E731
     lines += _run_list("Incomplete runs (no result.json, or interrupted)",
                        [r for r in runs if r.state == "incomplete"], root,
-                       lambda r: (f" [{r.status}]" if r.status else "") + mb(r), show_model)
+                       lambda r: (f" [{r.status}]" if r.status else "") + mb(r) + _trend(r), show_model)
+    lines += _run_list(f"Failed runs (diverged, or {limit:,.0f} minibatches without success)",
+                       [r for r in runs if r.state == "failed"], root,
+                       lambda r: f" [{r.status}]" + mb(r).replace(" so far", "") + _trend(r), show_model)
     lines += _run_list("Crashed runs (status error)", [r for r in runs if r.state == "crashed"], root,
                        lambda r: f" [{r.status}] {r.message}".rstrip(), show_model)
     lines += _run_list(f"Stopped before {limit:,.0f} minibatches (a smaller budget, a wall-clock or iteration "
                        "cap): neither solved nor failed", [r for r in runs if r.state == "stopped"], root,
-                       lambda r: mb(r).replace(" so far", ""), show_model)
+                       lambda r: mb(r).replace(" so far", "") + _trend(r), show_model)
     if len(vers) > 1:
         lines += ["## Runs by hfrnn version", ""]
         for v in vers:
