@@ -265,6 +265,7 @@ def train_help() -> str:
 
 One training run, or with -m a sweep over comma-separated values (task=addition,xor seed=0,1,2).
 Each run writes metrics.jsonl, result.json and checkpoint.pt into its own directory under outputs/.
+Running a sweep again continues it: finished runs are skipped, unfinished ones resume.
 
 Groups (one option each):
   task=           {opts("task")}
@@ -280,6 +281,8 @@ Main keys:
   hidden=100                    hidden units of the RNN
   device=cpu | cuda | auto      dtype=float32 | float64     threads=1 (torch threads)
   budget.max_minibatches=50000  stop after this many minibatches (the paper's unit of cost)
+  budget.session_wall_s=SECS    at most this much wall clock per invocation (run again: continues)
+  logger=none | tensorboard | csv | [tensorboard,csv]    scalar loggers beside metrics.jsonl
   optimizer.damping.initial=0.1, optimizer.structural.mu=0.03, optimizer.cg.max_iters=300, ...
   resume=DIR                    continue an interrupted run in its own directory
   hydra.run.dir=DIR             where a single run writes
