@@ -23,6 +23,7 @@ files; the stop decisions only it can make (solved, the wall clock) are shared e
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,6 +47,7 @@ from . import checkpoint as ckpt
 from . import loggers, progress
 from .build import make_model, make_optimizer, make_task, resolve_device
 from .evaluate import evaluate
+from .lock import run_lock
 from .records import MetricsWriter, WriteError, refuse_if_held, step_record, write_json_atomic
 from .schema import TrainConfig
 
@@ -175,9 +177,24 @@ def fit(cfg: TrainConfig, run_dir: Path, resolved_config: dict) -> dict:
     The record is also written to ``result.json``; a checkpoint is written every
     ``checkpoint_every`` iterations and at the end, whatever the outcome.
     """
-    saved, run_dir, done = _open(cfg, Path(run_dir), resolved_config)
-    if done is not None:
-        return done
+    with _lock(cfg, Path(run_dir)):  # one process at a time in a run (two sweeps may share it)
+        saved, run_dir, done = _open(cfg, Path(run_dir), resolved_config)
+        if done is not None:
+            return done
+        return _train(cfg, run_dir, resolved_config, saved)
+
+
+def _lock(cfg: TrainConfig, run_dir: Path):
+    """Rank 0's lock on the run's directory (:mod:`hfrnn.train.lock`); none where there is no
+    directory to resume (``_open`` then says so)."""
+    target = Path(cfg.resume) if cfg.resume else run_dir
+    if dist.rank() != 0 or (cfg.resume and not target.is_dir()):
+        return contextlib.nullcontext()
+    target.mkdir(parents=True, exist_ok=True)
+    return run_lock(target)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resolved_config: dict, saved: dict | None) -> dict:
     run = _Run(with_session_cap(cfg, saved), run_dir, resolved_config, saved)
     stop = _StopRequest().__enter__()
     try:  # the handlers stay until the checkpoint and result.json are written
