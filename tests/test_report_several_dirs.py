@@ -38,3 +38,21 @@ def test_several_dirs_need_out(tmp_path, capsys):
     write_run(b, "r2")
     assert report_main([str(a), str(b)]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_kept_run_with_only_gzipped_metrics_is_read(tmp_path):
+    """benchmarks/keep_results.py keeps a solved run's metrics as metrics.jsonl.gz only."""
+    import gzip
+    import shutil
+
+    from hfrnn.report.collect import collect, read_metrics
+
+    d = write_run(tmp_path / "kept", "addition_T30_rnn_hf_s0", evals=[(100.0, {"test_error_rate": 0.5}),
+                                                                      (200.0, {"test_error_rate": 0.0})])
+    plain = read_metrics(d / "metrics.jsonl")
+    with open(d / "metrics.jsonl", "rb") as src, gzip.open(d / "metrics.jsonl.gz", "wb") as out:
+        shutil.copyfileobj(src, out)
+    (d / "metrics.jsonl").unlink()
+    (run,), refused = collect(tmp_path / "kept")
+    assert run.metrics_path == d / "metrics.jsonl.gz" and not refused
+    assert read_metrics(run.metrics_path) == plain and len(plain) == 2

@@ -31,6 +31,7 @@ beside them; older versions recorded the mean over scored steps. :func:`loss_pai
 from __future__ import annotations
 
 import ast
+import gzip
 import json
 import math
 import os
@@ -133,10 +134,15 @@ def as_float(x: Any) -> float | None:
 
 
 def read_metrics(path: Path, refused: list[tuple[Path, str]] | None = None) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``; unparsable lines are skipped and reported in ``refused``."""
+    """The records of a ``metrics.jsonl`` (or of its gzipped copy, ``metrics.jsonl.gz``); unparsable
+    lines are skipped and reported in ``refused``."""
     records, bad = [], []
     try:
-        lines = Path(path).read_text(errors="replace").splitlines()
+        if Path(path).suffix == ".gz":
+            with gzip.open(path, "rt", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        else:
+            lines = Path(path).read_text(errors="replace").splitlines()
     except OSError as e:
         if refused is not None:
             refused.append((Path(path), f"unreadable: {e}"))
@@ -211,8 +217,9 @@ def read_run(path: Path, refused: list[tuple[Path, str]], limit: float = FAILURE
     """Read one run directory; files that fail to parse are appended to ``refused``."""
     path = Path(path)
     run = Run(path=path)
-    metrics = path / "metrics.jsonl"
-    run.metrics_path = metrics if metrics.is_file() else None
+    # A run kept in results/ (benchmarks/keep_results.py) may have only the gzipped copy.
+    metrics = next((p for p in (path / "metrics.jsonl", path / "metrics.jsonl.gz") if p.is_file()), None)
+    run.metrics_path = metrics
     result_path = path / "result.json"
     if result_path.is_file():
         try:
