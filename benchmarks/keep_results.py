@@ -7,7 +7,9 @@ For every run directory under the given folders (one holding a ``result.json``),
 
 * ``result.json`` as the run wrote it (status, minibatches, wall time, test metrics, resolved config,
   hfrnn version and commit, machine);
-* ``metrics.jsonl.gz``: the whole per-iteration record, gzipped (HF runs: a few hundred lines);
+* ``metrics.jsonl.gz``: the per-iteration record, gzipped: whole for HF runs (a few hundred
+  lines), thinned for first-order runs to every k-th step plus every test evaluation (at most
+  500 lines; SGD writes a line per step);
 * ``checkpoint.pt``, ``.hydra/`` and the plain ``metrics.jsonl`` only for a run that did not finish
   (status other than ``solved``), so that it can be resumed from the repository after ``outputs/``
   is gone:
@@ -23,6 +25,27 @@ import json
 import shutil
 from pathlib import Path
 
+MOST_LINES = 500  # metrics records kept per run (thinned beyond: see thinned)
+
+
+def thinned(lines: list[str], most: int = MOST_LINES) -> list[str]:
+    """``lines`` when there are at most ``most``; else every k-th iteration's record (k the smallest
+    that fits), every record with test metrics and the last one. First-order runs write a record
+    per step (50,000 for 5,000 minibatches of SGD); HF runs a few hundred, kept whole. A resumed run
+    appends to a thinned file as to a whole one (the cut-back keeps records up to the checkpoint)."""
+    if len(lines) <= most:
+        return lines
+    k = -(-len(lines) // most)
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("iteration", 0) % k == 0 or "test_error_rate" in rec or "test_loss" in rec or i == len(lines) - 1:
+            keep.append(line)
+    return keep
+
 
 def keep(run: Path, dest: Path) -> str:
     result = json.loads((run / "result.json").read_text())
@@ -31,14 +54,15 @@ def keep(run: Path, dest: Path) -> str:
     dest.mkdir(parents=True)
     shutil.copy2(run / "result.json", dest / "result.json")
     metrics = run / "metrics.jsonl"
-    if metrics.exists():
-        with open(metrics, "rb") as src, gzip.open(dest / "metrics.jsonl.gz", "wb", compresslevel=9) as out:
-            shutil.copyfileobj(src, out)
+    lines = thinned(metrics.read_text().splitlines(keepends=True)) if metrics.exists() else None
+    if lines is not None:
+        with gzip.open(dest / "metrics.jsonl.gz", "wt", compresslevel=9) as out:
+            out.writelines(lines)
     if result.get("status") != "solved":
         if (run / "checkpoint.pt").exists():
             shutil.copy2(run / "checkpoint.pt", dest / "checkpoint.pt")
-        if metrics.exists():
-            shutil.copy2(metrics, dest / "metrics.jsonl")
+        if lines is not None:
+            (dest / "metrics.jsonl").write_text("".join(lines))
         if (run / ".hydra").is_dir():
             shutil.copytree(run / ".hydra", dest / ".hydra")
     return result.get("status", "?")

@@ -5,8 +5,8 @@
 Reads each run's ``result.json`` (recursively) and takes lr and momentum from its recorded config.
 A cell says ``solved N`` (minibatches to success, the paper's unit: one SGD step on 100 sequences
 is 0.1 minibatch), ``stopped N (e%)`` (a budget or wall-clock cap before the 50,000-minibatch
-failure line; e = the last test error rate), ``failed``, ``diverged`` or ``running`` (no result
-yet, or interrupted). The best setting of a cell is the solved run with the fewest minibatches,
+failure line; e = the last test error rate), ``failed``, ``diverged``, ``interrupted`` (resumable)
+or ``running`` (no result yet). The best setting of a cell is the solved run with the fewest minibatches,
 else the lowest last test error. ``--hf`` adds HF's outcome for the same (task, T) from other run
 directories (e.g. outputs/multirun/figure3_small, results/...).
 """
@@ -48,6 +48,8 @@ def outcome(r: dict) -> tuple[str, tuple]:
         return f"failed ({100 * e:.1f}%)", (1, e)
     if status == "diverged":
         return "diverged", (2, e)
+    if status == "interrupted":
+        return f"interrupted {mb:,.0f} ({100 * e:.1f}%)", (1, e)
     return f"running {mb:,.0f} ({100 * e:.1f}%)", (1, e)
 
 
