@@ -126,10 +126,8 @@ SWEEP_JOBS_ENV = "HFRNN_SWEEP_JOBS"
 
 def _job_label(hydra_cfg) -> None:
     """Start every progress line of this sweep job with ``job i/n``."""
-    try:
-        from .train.progress import set_job_label
-    except ImportError:
-        return
+    from .train.progress import set_job_label
+
     n = os.environ.get(SWEEP_JOBS_ENV)
     set_job_label(f"job {hydra_cfg.job.num + 1}/{n}" if n else f"job {hydra_cfg.job.num + 1}")
 

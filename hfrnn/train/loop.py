@@ -48,7 +48,7 @@ from . import loggers, progress
 from .build import make_model, make_optimizer, make_task, resolve_device
 from .evaluate import evaluate
 from .lock import run_lock
-from .records import MetricsWriter, WriteError, refuse_if_held, step_record, write_json_atomic
+from .records import FINAL_STATUSES, MetricsWriter, WriteError, refuse_if_held, step_record, write_json_atomic
 from .schema import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LOSS_UNIT = ("train_loss, test_loss: per sequence (the paper's objective: summed over scored steps, mean over "
              "sequences); *_loss_per_step: the same divided by the mean scored steps per sequence")
 
-
-# A resume of a run that ended so trains no further (it reports the recorded result).
-FINAL_STATUSES = ("solved", "diverged")
 
 
 class _Interrupted(Exception):

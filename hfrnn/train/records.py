@@ -28,6 +28,8 @@ from ..optim.hessian_free import HFStepInfo
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl")  # a directory with any of them holds a run
+# A run that ended so never trains again: a resume or a sweep run again reports its recorded result.
+FINAL_STATUSES = ("solved", "diverged")
 
 
 class RunDirInUse(ConfigError):

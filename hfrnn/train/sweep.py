@@ -34,15 +34,12 @@ from pathlib import Path
 from typing import Iterable
 
 from .checkpoint import CHECKPOINT, RESUMABLE_CHANGES
-from .records import RUN_FILES, holds_run
+from .records import FINAL_STATUSES, RUN_FILES, holds_run
 
 log = logging.getLogger(__name__)
 
 # Keys already in the identity's fixed part, or naming the sweep directory itself.
 IDENTITY_KEYS = ("task", "T", "model", "optimizer", "seed", "experiment")
-# Statuses after which a run never trains again (hfrnn.train.loop.FINAL_STATUSES; not imported from
-# there, which would load the whole training loop into the CLI's import).
-ENDED_FOR_GOOD = ("solved", "diverged")
 # Longer names are replaced by a digest (file systems cap a name at 255 bytes).
 MAX_EXTRA_CHARS = 80
 
@@ -94,7 +91,7 @@ def continue_job(job_dir: Path) -> Continuation:
     if (job_dir / CHECKPOINT).is_file():
         return Continuation("resume")
     result = _read_json(job_dir / "result.json")
-    if result is not None and result.get("status") in ENDED_FOR_GOOD:
+    if result is not None and result.get("status") in FINAL_STATUSES:
         return Continuation("done", result=result)
     return Continuation("restart", set_aside(job_dir))
 
