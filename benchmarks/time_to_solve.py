@@ -7,9 +7,18 @@ For each revision, each number of processes (``--procs``, default 1 and 2: ``dis
 seed (``--seeds``, default 0 1 2), runs ``hfrnn train task=<task> T=<T> seed=<s> dist.procs=<p>``
 (extra overrides after ``--``) from a detached git worktree of that revision (made once under
 ``--work``), one run at a time, and tabulates minibatches to success, wall time and seconds per
-1,000 minibatches (the speed of the machinery, independent of how long a seed takes). The
-machine should be otherwise idle: the load average before each run is recorded in the table.
-Run directories are kept under ``--work`` so a table can be checked against its files.
+1,000 minibatches (the speed of the machinery, independent of how long a seed takes).
+
+Every finished run appends one JSON line to ``--rows`` (default ``<work>/rows.jsonl``), with the
+load average before it, the CPUs the process may use and the other hfrnn processes running at its
+start; a run already in the rows file is not run again. So the work can be split and resumed:
+
+    taskset -c 0 python benchmarks/time_to_solve.py --before A --after B --labels before --procs 1 &
+    taskset -c 1 python benchmarks/time_to_solve.py --before A --after B --labels after --procs 1 &
+    python benchmarks/time_to_solve.py --before A --after B --table-only --out docs/time_to_solve.md
+
+Timings are only comparable when the machine was otherwise idle or equally loaded: the table shows
+each run's load and neighbours, and the machine should be idle for the numbers that are cited.
 """
 from __future__ import annotations
 
@@ -25,10 +34,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def commit_of(rev: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def worktree(rev: str, work: Path) -> tuple[Path, str]:
     """A detached worktree of ``rev`` (made once) and its commit."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = commit_of(rev)
     path = work / f"src-{commit}"
     if not path.exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit], check=True,
@@ -36,9 +49,16 @@ def worktree(rev: str, work: Path) -> tuple[Path, str]:
     return path, commit
 
 
+def neighbours() -> int:
+    """Other hfrnn training processes running now (they share the cores with a timed run)."""
+    p = subprocess.run(["pgrep", "-f", "hfrnn.*train"], capture_output=True, text=True)
+    pids = {int(x) for x in p.stdout.split()} - {os.getpid()}
+    return len(pids)
+
+
 def run_one(src: Path, out: Path, overrides: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
-    load = os.getloadavg()[0]
+    load, others = os.getloadavg()[0], neighbours()
     t0 = time.time()
     p = subprocess.run([sys.executable, "-m", "hfrnn.cli", "train", *overrides, f"hydra.run.dir={out}"], cwd=src,
                        env=env, capture_output=True, text=True)
@@ -46,48 +66,91 @@ def run_one(src: Path, out: Path, overrides: list[str]) -> dict:
         raise SystemExit(f"{out}: hfrnn train failed ({p.returncode}): {p.stderr.strip()[-500:]}")
     r = json.loads((out / "result.json").read_text())
     return {"status": r["status"], "minibatches": float(r["minibatches"]), "wall_s": float(r["wall_s"]),
-            "elapsed_s": time.time() - t0, "load": load}
+            "elapsed_s": time.time() - t0, "load": load, "neighbours": others,
+            "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))), "dir": str(out)}
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def s_per_1000(r: dict) -> float:
+    return 1000 * r["wall_s"] / max(r["minibatches"], 1)
+
+
+def table(rows: list[dict], title: str) -> str:
+    """Markdown: one line per run, then the median per (revision, processes) and the after/before ratio."""
+    lines = [title, "",
+             "| code | processes | seed | status | minibatches | wall (s) | s / 1000 mb | load before | other runs | CPUs |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    order = {"before": 0, "after": 1}
+    rows = sorted(rows, key=lambda r: (order.get(r["label"], 2), r["procs"], r["seed"]))
+    for r in rows:
+        lines.append(f"| {r['label']} ({r['commit']}) | {r['procs']} | {r['seed']} | {r['status']} | "
+                     f"{r['minibatches']:,.0f} | {r['wall_s']:.0f} | {s_per_1000(r):.0f} | {r['load']:.2f} | "
+                     f"{r.get('neighbours', '')} | {r.get('cpus', '')} |")
+    med: dict[tuple[str, int], tuple[float, float]] = {}
+    for label in ("before", "after"):
+        for procs in sorted({r["procs"] for r in rows}):
+            mine = [r for r in rows if r["label"] == label and r["procs"] == procs]
+            if mine:
+                med[label, procs] = (statistics.median(r["wall_s"] for r in mine),
+                                     statistics.median(s_per_1000(r) for r in mine))
+                lines.append(f"| **{label}, median of {len(mine)}** | {procs} | | | | {med[label, procs][0]:.0f} | "
+                             f"{med[label, procs][1]:.0f} | | | |")
+    for procs in sorted({p for _, p in med}):
+        if ("before", procs) in med and ("after", procs) in med:
+            b, a = med["before", procs], med["after", procs]
+            lines.append(f"| **before / after** | {procs} | | | | {b[0] / a[0]:.2f}x | {b[1] / a[1]:.2f}x | | | |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", default="HEAD")
+    ap.add_argument("--labels", nargs="+", choices=["before", "after"], default=["before", "after"],
+                    help="which revisions to run now (the table shows every row in --rows)")
     ap.add_argument("--task", default="addition")
     ap.add_argument("--T", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--work", type=Path, default=Path("/tmp/hfrnn-time-to-solve"))
+    ap.add_argument("--rows", type=Path, help="JSON lines, one per finished run (default <work>/rows.jsonl)")
+    ap.add_argument("--table-only", action="store_true", help="run nothing; tabulate --rows")
     ap.add_argument("--out", type=Path)
     ap.add_argument("extra", nargs="*", help="more overrides, after --")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for label, rev in (("before", a.before), ("after", a.after)):
-        src, commit = worktree(rev, a.work)
-        for procs in a.procs:
-            for seed in a.seeds:
-                out = a.work / "runs" / f"{label}-{commit}_{a.task}_T{a.T}_p{procs}_s{seed}_{time.strftime('%H%M%S')}"
-                r = run_one(src, out, [f"task={a.task}", f"T={a.T}", f"seed={seed}", f"dist.procs={procs}", *a.extra])
-                rows.append({"label": label, "commit": commit, "procs": procs, "seed": seed, **r})
-                print(f"{label} {commit} procs={procs} seed={seed}: {r['status']} {r['minibatches']:,.0f} mb "
-                      f"{r['wall_s']:.0f} s ({1000 * r['wall_s'] / max(r['minibatches'], 1):.0f} s / 1000 mb; "
-                      f"load before {r['load']:.2f})", flush=True)
-    lines = [f"Time to solve {a.task} at T = {a.T} ({os.cpu_count()} cores, one thread per process; "
-             f"extra overrides: {' '.join(a.extra) or 'none'})", "",
-             "| code | processes | seed | status | minibatches | wall (s) | s / 1000 mb | load before |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['label']} ({r['commit']}) | {r['procs']} | {r['seed']} | {r['status']} | "
-                     f"{r['minibatches']:,.0f} | {r['wall_s']:.0f} | {1000 * r['wall_s'] / max(r['minibatches'], 1):.0f} | "
-                     f"{r['load']:.2f} |")
-    for label in ("before", "after"):
-        for procs in a.procs:
-            mine = [r for r in rows if r["label"] == label and r["procs"] == procs]
-            if mine:
-                lines.append(f"| **{label}, median** | {procs} | | | | {statistics.median(r['wall_s'] for r in mine):.0f} | "
-                             f"{statistics.median(1000 * r['wall_s'] / max(r['minibatches'], 1) for r in mine):.0f} | |")
-    text = "\n".join(lines) + "\n"
+    rows_path = a.rows or a.work / "rows.jsonl"
+    revs = {"before": a.before, "after": a.after}
+    if not a.table_only:
+        for label in a.labels:
+            src, commit = worktree(revs[label], a.work)
+            for procs in a.procs:
+                for seed in a.seeds:
+                    key = (label, commit, procs, seed, a.task, a.T, " ".join(a.extra))
+                    done = {(r["label"], r["commit"], r["procs"], r["seed"], r["task"], r["T"], r["extra"])
+                            for r in read_rows(rows_path)}
+                    if key in done:
+                        print(f"{label} {commit} procs={procs} seed={seed}: already in {rows_path}", flush=True)
+                        continue
+                    out = a.work / "runs" / f"{label}-{commit}_{a.task}_T{a.T}_p{procs}_s{seed}_{time.strftime('%H%M%S')}"
+                    r = run_one(src, out, [f"task={a.task}", f"T={a.T}", f"seed={seed}", f"dist.procs={procs}",
+                                           *a.extra])
+                    row = {"label": label, "commit": commit, "procs": procs, "seed": seed, "task": a.task, "T": a.T,
+                           "extra": " ".join(a.extra), **r}
+                    with rows_path.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(f"{label} {commit} procs={procs} seed={seed}: {r['status']} {r['minibatches']:,.0f} mb "
+                          f"{r['wall_s']:.0f} s ({s_per_1000(r):.0f} s / 1000 mb; load before {r['load']:.2f}, "
+                          f"{r['neighbours']} other runs, CPUs {r['cpus']})", flush=True)
+    rows = [r for r in read_rows(rows_path) if r["task"] == a.task and r["T"] == a.T
+            and r["commit"] in {commit_of(revs["before"]), commit_of(revs["after"])}]
+    text = table(rows, f"Time to solve {a.task} at T = {a.T} ({os.cpu_count()} cores, one thread per process; "
+                       f"extra overrides: {' '.join(a.extra) or 'none'})")
     if a.out:
         a.out.write_text(text)
     print(text)
