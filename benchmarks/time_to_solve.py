@@ -17,6 +17,10 @@ start; a run already in the rows file is not run again. So the work can be split
     taskset -c 1 python benchmarks/time_to_solve.py --before A --after B --labels after --procs 1 &
     python benchmarks/time_to_solve.py --before A --after B --table-only --out docs/time_to_solve.md
 
+A run whose driver was stopped while the run went on (``kill -9`` of this script leaves its child
+running) is added to the rows with ``--adopt RUN_DIR ...`` once it has finished; its load and
+neighbours at start are unknown and left blank.
+
 Timings are only comparable when the machine was otherwise idle or equally loaded: the table shows
 each run's load and neighbours, and the machine should be idle for the numbers that are cited.
 """
@@ -70,6 +74,23 @@ def run_one(src: Path, out: Path, overrides: list[str]) -> dict:
             "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))), "dir": str(out)}
 
 
+def adopt(run_dir: Path) -> dict:
+    """The row of a finished run directory named ``<label>-<commit>_<task>_T<T>_p<procs>_s<seed>_<time>``."""
+    head, rest = run_dir.name.split("_", 1)
+    label, commit = head.split("-", 1)
+    parts = rest.rsplit("_", 4)  # task may contain underscores
+    task, t, procs, seed = parts[0], parts[1], parts[2], parts[3]
+    r = json.loads((run_dir / "result.json").read_text())
+    return {"label": label, "commit": commit, "procs": int(procs[1:]), "seed": int(seed[1:]), "task": task,
+            "T": int(t[1:]), "extra": "", "status": r["status"], "minibatches": float(r["minibatches"]),
+            "wall_s": float(r["wall_s"]), "elapsed_s": None, "load": None, "neighbours": None, "cpus": None,
+            "dir": str(run_dir)}
+
+
+def _cell(x, fmt: str = "{}") -> str:
+    return "" if x is None else fmt.format(x)
+
+
 def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -120,13 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/hfrnn-time-to-solve"))
     ap.add_argument("--rows", type=Path, help="JSON lines, one per finished run (default <work>/rows.jsonl)")
     ap.add_argument("--table-only", action="store_true", help="run nothing; tabulate --rows")
+    ap.add_argument("--adopt", type=Path, nargs="+", default=[], metavar="RUN_DIR",
+                    help="add finished run directories (of a stopped driver) to --rows, then tabulate")
     ap.add_argument("--out", type=Path)
     ap.add_argument("extra", nargs="*", help="more overrides, after --")
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     rows_path = a.rows or a.work / "rows.jsonl"
     revs = {"before": a.before, "after": a.after}
-    if not a.table_only:
+    for run_dir in a.adopt:
+        with rows_path.open("a") as f:
+            f.write(json.dumps(adopt(run_dir)) + "\n")
+    if not a.table_only and not a.adopt:
         for label in a.labels:
             src, commit = worktree(revs[label], a.work)
             for procs in a.procs:
