@@ -110,8 +110,8 @@ def table(rows: list[dict], title: str) -> str:
     rows = sorted(rows, key=lambda r: (order.get(r["label"], 2), r["procs"], r["seed"]))
     for r in rows:
         lines.append(f"| {r['label']} ({r['commit']}) | {r['procs']} | {r['seed']} | {r['status']} | "
-                     f"{r['minibatches']:,.0f} | {r['wall_s']:.0f} | {s_per_1000(r):.0f} | {r['load']:.2f} | "
-                     f"{r.get('neighbours', '')} | {r.get('cpus', '')} |")
+                     f"{r['minibatches']:,.0f} | {r['wall_s']:.0f} | {s_per_1000(r):.0f} | {_cell(r['load'], '{:.2f}')} | "
+                     f"{_cell(r.get('neighbours'))} | {_cell(r.get('cpus'))} |")
     med: dict[tuple[str, int], tuple[float, float]] = {}
     for label in ("before", "after"):
         for procs in sorted({r["procs"] for r in rows}):
