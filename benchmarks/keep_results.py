@@ -2,7 +2,8 @@
 
     python benchmarks/keep_results.py outputs/multirun/v03_f3s_hf_a ... --to results/v0.3
 
-For every run directory under the given folders (one holding a ``result.json``), writes
+For every run directory under the given folders (one holding a ``result.json``, or only a
+``checkpoint.pt``: a run killed before it wrote its result), writes
 ``<to>/<sweep folder>/<run folder>/``:
 
 * ``result.json`` as the run wrote it (status, minibatches, wall time, test metrics, resolved config,
@@ -15,7 +16,8 @@ For every run directory under the given folders (one holding a ``result.json``),
   is gone:
   ``hfrnn train <its overrides> resume=results/.../<run folder>``.
 
-Existing copies are replaced, so running it again after a resumed run finishes updates them.
+Existing copies are replaced, so running it again after a resumed run finishes updates them; a
+run continued from ``results/`` (only ``metrics.jsonl.gz``) keeps its gzipped records.
 """
 from __future__ import annotations
 
@@ -47,14 +49,29 @@ def thinned(lines: list[str], most: int = MOST_LINES) -> list[str]:
     return keep
 
 
+def metric_lines(run: Path) -> list[str] | None:
+    """The run's metrics records: ``metrics.jsonl``, or a kept run's ``metrics.jsonl.gz`` (a sweep
+    continued from ``results/`` has only that for its solved runs); None when there are none."""
+    if (run / "metrics.jsonl").exists():
+        return (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    if (run / "metrics.jsonl.gz").exists():
+        with gzip.open(run / "metrics.jsonl.gz", "rt") as f:
+            return f.read().splitlines(keepends=True)
+    return None
+
+
 def keep(run: Path, dest: Path) -> str:
-    result = json.loads((run / "result.json").read_text())
+    """Copy what cites or continues ``run`` to ``dest``; a run killed before it wrote ``result.json``
+    (its checkpoint is all there is) is kept as unfinished, with status ``no result``."""
+    has_result = (run / "result.json").exists()
+    result = json.loads((run / "result.json").read_text()) if has_result else {"status": "no result"}
+    lines = metric_lines(run)
+    lines = thinned(lines) if lines is not None else None
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    shutil.copy2(run / "result.json", dest / "result.json")
-    metrics = run / "metrics.jsonl"
-    lines = thinned(metrics.read_text().splitlines(keepends=True)) if metrics.exists() else None
+    if has_result:
+        shutil.copy2(run / "result.json", dest / "result.json")
     if lines is not None:
         with gzip.open(dest / "metrics.jsonl.gz", "wt", compresslevel=9) as out:
             out.writelines(lines)
@@ -74,8 +91,10 @@ def main() -> None:
     ap.add_argument("--to", type=Path, required=True, help="destination folder, e.g. results/v0.3")
     args = ap.parse_args()
     for sweep in args.sweeps:
-        for res in sorted(sweep.rglob("result.json")):
-            run = res.parent
+        runs = {p.parent for p in sweep.rglob("result.json")} | {p.parent for p in sweep.rglob("checkpoint.pt")}
+        for run in sorted(runs):
+            if "previous-" in str(run.relative_to(sweep)):
+                continue  # an earlier attempt kept by a restart, not a run of the sweep
             rel = run.relative_to(sweep)
             status = keep(run, args.to / sweep.name / rel)
             print(f"{status:17s} {args.to / sweep.name / rel}")
