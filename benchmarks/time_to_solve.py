@@ -74,15 +74,26 @@ def run_one(src: Path, out: Path, overrides: list[str]) -> dict:
             "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))), "dir": str(out)}
 
 
+def run_name(label: str, commit: str, task: str, T: int, procs: int, seed: int) -> str:
+    """A run directory's name, ``<label>-<commit>_<task>_T<T>_p<procs>_s<seed>_<HHMMSS>`` (read back by :func:`adopt`)."""
+    return f"{label}-{commit}_{task}_T{T}_p{procs}_s{seed}_{time.strftime('%H%M%S')}"
+
+
 def adopt(run_dir: Path) -> dict:
-    """The row of a finished run directory named ``<label>-<commit>_<task>_T<T>_p<procs>_s<seed>_<time>``."""
-    head, rest = run_dir.name.split("_", 1)
-    label, commit = head.split("-", 1)
-    parts = rest.rsplit("_", 4)  # task may contain underscores
-    task, t, procs, seed = parts[0], parts[1], parts[2], parts[3]
+    """The row of a finished run directory named by :func:`run_name`."""
+    try:
+        head, rest = run_dir.name.split("_", 1)
+        label, commit = head.split("-", 1)
+        task, t, procs, seed, _ = rest.rsplit("_", 4)  # the task may contain underscores
+        T, procs, seed = int(t.removeprefix("T")), int(procs.removeprefix("p")), int(seed.removeprefix("s"))
+    except ValueError:
+        raise SystemExit(f"--adopt {run_dir}: not a run directory of this script "
+                         "(<label>-<commit>_<task>_T<T>_p<procs>_s<seed>_<HHMMSS>)") from None
+    if not (run_dir / "result.json").exists():
+        raise SystemExit(f"--adopt {run_dir}: no result.json (has the run finished?)")
     r = json.loads((run_dir / "result.json").read_text())
-    return {"label": label, "commit": commit, "procs": int(procs[1:]), "seed": int(seed[1:]), "task": task,
-            "T": int(t[1:]), "extra": "", "status": r["status"], "minibatches": float(r["minibatches"]),
+    return {"label": label, "commit": commit, "procs": procs, "seed": seed, "task": task,
+            "T": T, "extra": "", "status": r["status"], "minibatches": float(r["minibatches"]),
             "wall_s": float(r["wall_s"]), "elapsed_s": None, "load": None, "neighbours": None, "cpus": None,
             "dir": str(run_dir)}
 
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     if key in done:
                         print(f"{label} {commit} procs={procs} seed={seed}: already in {rows_path}", flush=True)
                         continue
-                    out = a.work / "runs" / f"{label}-{commit}_{a.task}_T{a.T}_p{procs}_s{seed}_{time.strftime('%H%M%S')}"
+                    out = a.work / "runs" / run_name(label, commit, a.task, a.T, procs, seed)
                     r = run_one(src, out, [f"task={a.task}", f"T={a.T}", f"seed={seed}", f"dist.procs={procs}",
                                            *a.extra])
                     row = {"label": label, "commit": commit, "procs": procs, "seed": seed, "task": a.task, "T": a.T,

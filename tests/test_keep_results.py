@@ -2,22 +2,17 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "keep_results.py"
+from .benchmark_script import load
 
 
 @pytest.fixture(scope="module")
 def kr():
-    spec = importlib.util.spec_from_file_location("keep_results", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("keep_results")
 
 
 def _records(n):

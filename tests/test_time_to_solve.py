@@ -1,21 +1,16 @@
 """benchmarks/time_to_solve.py: the rows it keeps, the runs it adopts, the table it writes (no training)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_solve.py"
+from .benchmark_script import load
 
 
 @pytest.fixture(scope="module")
 def tts():
-    spec = importlib.util.spec_from_file_location("time_to_solve", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("time_to_solve")
 
 
 def _row(label, procs, seed, mb, wall, load=0.5):
@@ -69,3 +64,17 @@ def test_main_adopts_then_tabulates_without_running(tts, tmp_path, monkeypatch):
                      "--adopt", str(d), "--out", str(out)]) == 0
     assert len(rows.read_text().splitlines()) == 1
     assert "| after (def5678) | 1 | 0 | solved | 2,000 | 500 | 250 |" in out.read_text()
+
+
+def test_adopt_refuses_a_foreign_or_unfinished_directory(tts, tmp_path):
+    foreign = tmp_path / "addition_T100_rnn_hf_s0"
+    foreign.mkdir()
+    with pytest.raises(SystemExit, match="not a run directory of this script"):
+        tts.adopt(foreign)
+    unfinished = tmp_path / tts.run_name("after", "def5678", "xor", 50, 1, 3)
+    unfinished.mkdir()
+    with pytest.raises(SystemExit, match="no result.json"):
+        tts.adopt(unfinished)
+    (unfinished / "result.json").write_text(json.dumps({"status": "solved", "minibatches": 10, "wall_s": 1.0}))
+    row = tts.adopt(unfinished)
+    assert (row["task"], row["T"], row["procs"], row["seed"]) == ("xor", 50, 1, 3)
