@@ -59,11 +59,18 @@ def train_app(cfg: DictConfig) -> float | None:
     from .train.loop import fit
     from .train.records import WriteError
     from .train.checkpoint import check_compatible
+    from .train import sweep_stop
     from .train.sweep import continue_job
 
     hydra_cfg = HydraConfig.get()
     hydra_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        sweep_stop.guard_worker()
+        if sweep_stop.requested():  # the sweep is stopping: a job not yet started does nothing
+            log.info("%s: not started, the sweep is stopping", hydra_dir)
+            _discard_unused_run_dir(hydra_dir)
+            return None
     run_dir, fresh, job = hydra_dir, True, None
     try:
         typed = OmegaConf.to_object(cfg)
@@ -111,6 +118,9 @@ def train_app(cfg: DictConfig) -> float | None:
     if multirun:
         _JOBS.append((run_dir, result["message"] if failed else None))
     if result["status"] == "interrupted":
+        if multirun and sweep_stop.in_worker():
+            sweep_stop.request()  # the other jobs stop too; the parent exits 130 (an exit here would kill them)
+            return float(result["minibatches"])
         sys.exit(130)  # a signal stops a sweep too
     if failed:
         if multirun:
@@ -329,15 +339,22 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [f"hfrnn {cmd}", *rest]
         _JOBS.clear()
         started = time.time() - 1.0  # file times can lag the clock a little
-        train_app()
-        if "-m" in rest or "--multirun" in rest:
-            n, failed = _sweep_failures(started)
-            if failed:
-                print(f"hfrnn train: error: {len(failed)} of {n} jobs failed:", file=sys.stderr)
-                for d, msg in failed:
-                    print(f"  {d}: {msg}", file=sys.stderr)
-                return 1
-        return 0
+        if "-m" not in rest and "--multirun" not in rest:
+            train_app()
+            return 0
+        from .train.sweep_stop import SweepParent
+
+        with SweepParent() as parent:  # a signal lets the running jobs write their files (sweep_stop)
+            train_app()
+        n, failed = _sweep_failures(started)
+        if failed:
+            print(f"hfrnn train: error: {len(failed)} of {n} jobs failed:", file=sys.stderr)
+            for d, msg in failed:
+                print(f"  {d}: {msg}", file=sys.stderr)
+        if parent.stopped:
+            print("hfrnn train: the sweep was stopped; the same command continues it", file=sys.stderr)
+            return 130
+        return 1 if failed else 0
     if cmd == "data":
         from .data_cli import main as data_main
         return int(data_main(rest) or 0)

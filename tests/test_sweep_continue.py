@@ -5,11 +5,13 @@ files untouched, interrupted or capped runs resume from their checkpoints, a job
 checkpoint starts again with its earlier files kept aside. Job directories are named by the run's
 identity (no date, no job number), so a subset or superset of a sweep finds the same runs.
 """
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -203,3 +205,102 @@ def test_sweep_job_with_changed_setting_is_refused_in_one_line(tmp_path):
     p = _run([*base[:-2], "budget.max_iterations=6", base[-1]], tmp_path)
     assert p.returncode == 1 and "optimizer.lr changed" in p.stderr
     assert cfg.is_file()
+
+
+# --- a parallel sweep (hydra/launcher=local2), stopped by a signal ----------------------------------------
+
+def _parallel_sweep_stopped(tmp_path, to_group: bool):
+    """Start a 3-job sweep on two loky workers, signal it once both running jobs have written steps;
+    returns (sweep dir, args, return code, stderr, the two running jobs' directories)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "task=addition,xor,temporal_order", "T=10", *SGD, "budget.max_iterations=100000",
+            "hydra/launcher=local2", f"hydra.sweep.dir={sweep}"]
+    cmd, kw = _cmd(args, tmp_path)
+    proc = subprocess.Popen(cmd, cwd=kw["cwd"], env=kw["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    running = [sweep / (f"{t}_T10_rnn_sgd_s0" + EXTRA) for t in ("addition", "xor")]
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline:  # both workers have a job with some steps written
+            try:
+                if all(len((d / "metrics.jsonl").read_text().splitlines()) >= 20 for d in running):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("the sweep's jobs did not start")
+        if to_group:
+            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the parent and both workers
+        else:
+            proc.send_signal(signal.SIGINT)  # `kill -INT` of the parent alone
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return sweep, args, proc.returncode, err, running
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["parent-only", "whole-group"])
+def test_parallel_sweep_stopped_by_a_signal_keeps_every_run(tmp_path, to_group):
+    """The parent does not let joblib kill its workers: both running jobs finish their iteration and
+    write their checkpoint and result, the queued job does not start, the sweep exits 130, and the
+    same command continues every run without repeating a step."""
+    sweep, args, rc, err, running = _parallel_sweep_stopped(tmp_path, to_group)
+    assert rc == 130, err
+    assert "the same command continues it" in err
+    r = _results(sweep)
+    assert set(r) == {d.name for d in running}, err  # the third job did not start
+    for d in running:
+        assert r[d.name]["status"] == "interrupted", r[d.name]["message"]
+        assert (d / "checkpoint.pt").is_file()
+        assert _iterations(d) == list(range(1, r[d.name]["iterations"] + 1))
+    assert not (sweep / ("temporal_order_T10_rnn_sgd_s0" + EXTRA) / "metrics.jsonl").exists()
+    stopped_at = {d.name: r[d.name]["iterations"] for d in running}
+
+    p = _run([*args, "budget.session_wall_s=1"], tmp_path)  # continue: the two resume, the third starts
+    assert p.returncode == 0, p.stderr
+    r = _results(sweep)
+    assert len(r) == 3 and {v["status"] for v in r.values()} == {"budget_exhausted"}
+    for d in running:
+        n = r[d.name]["iterations"]
+        assert n > stopped_at[d.name] and _iterations(d) == list(range(1, n + 1))  # no step twice
+        assert "resuming" in (d / "cli.log").read_text()
+
+
+def test_sweep_parent_forwards_a_second_signal_to_its_children():
+    """The parent's second signal reaches every child twice (the loop's "abandon now"), however the
+    first one arrived; a first one only asks for the stop."""
+    from hfrnn.train import sweep_stop
+
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import signal, sys, time
+        n = 0
+        def h(s, f):
+            global n
+            n += 1
+        signal.signal(signal.SIGINT, h)
+        print("ready", flush=True)
+        end = time.time() + 20
+        while time.time() < end and n < 2:
+            time.sleep(0.01)
+        print(n, flush=True)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert child.pid in sweep_stop.children()
+        out = io.StringIO()
+        with sweep_stop.SweepParent(out=out) as parent:
+            assert not sweep_stop.requested() and not sweep_stop.in_worker()
+            os.kill(os.getpid(), signal.SIGINT)  # first: the stop file, nothing forwarded
+            time.sleep(0.2)
+            assert sweep_stop.requested() and child.poll() is None
+            os.kill(os.getpid(), signal.SIGTERM)  # second: two SIGINTs to the child
+            assert child.stdout.readline().strip() == "2"
+        assert parent.stopped and parent.signals == 2
+        assert "stopping the sweep" in out.getvalue() and "abandon" in out.getvalue()
+        assert sweep_stop.stop_file() is None  # the environment is restored
+    finally:
+        child.kill()
+        child.wait()

@@ -44,7 +44,7 @@ from ..parallel import dist
 from ..provenance import source_revision
 from ..tasks.base import Task, data_description
 from . import checkpoint as ckpt
-from . import loggers, progress
+from . import loggers, progress, sweep_stop
 from .build import make_model, make_optimizer, make_task, resolve_device
 from .evaluate import evaluate
 from .lock import run_lock
@@ -412,10 +412,12 @@ class _Run:
                     return (*ended, self.state())
                 if self.cfg.checkpoint_every and self.counters["iteration"] % self.cfg.checkpoint_every == 0:
                     self.checkpoint(self.state())
-                if dist.agree(stop.signal is not None, self.opt.flat()):  # rank 0's signal stops every rank
+                # rank 0's signal (or its sweep's stop, hfrnn.train.sweep_stop) stops every rank
+                if dist.agree(stop.signal is not None or sweep_stop.requested(), self.opt.flat()):
                     log.warning("run interrupted after iteration %d; checkpoint and result written",
                                 self.counters["iteration"])
-                    return "interrupted", f"interrupted by {stop.signal or 'rank 0'}", self.state()
+                    why = stop.signal or ("the sweep's stop" if sweep_stop.requested() else "rank 0")
+                    return "interrupted", f"interrupted by {why}", self.state()
             return "budget_exhausted", self.budget_message(), self.state()
         except (KeyboardInterrupt, _Interrupted) as e:
             stop.finish()
