@@ -10,6 +10,15 @@ pre-activations ``t`` ``[T, B, H]``: the Gauss-Newton product needs ``s`` and st
 needs ``t`` (section 3.2). :func:`unroll` is the functional form used by the curvature backends;
 it also returns ``h = tanh(t)`` so that they can cache it.
 
+The fast loops (:func:`run_states`) evaluate ``tanh`` in its sigmoid form,
+``tanh(t) = 2 sigmoid(2 t) - 1`` (:func:`tanh_from_double_`): PyTorch's CPU ``sigmoid`` is
+vectorised and about 3x faster than its ``tanh`` (measured: 58 against 196 us on a float32
+``[100, 500]`` block, one thread, AVX2), and ``tanh`` was the largest cost of a forward pass after
+its matrix product. The price is absolute, not relative, accuracy near 0: the error is at most
+1.8e-7 in float32 (``torch.tanh``: 3e-8) and 3.3e-16 in float64, i.e. float rounding of a value
+of order 1, which is what the next step's matrix product sees. The autograd form
+(:func:`unroll_autograd`, the oracle's) keeps ``torch.tanh``.
+
 Initialisation (``specs/hf-algorithm.md``, the 2011 code): sparse, each hidden unit gets
 ``n_nonzero`` non-zero incoming recurrent weights drawn from N(0, 1)/sqrt(n_nonzero) (and likewise
 for the input and output weights, capped by the fan-in), then the input-to-hidden weights are
@@ -75,7 +84,9 @@ def run_states(Z: Tensor, W: Tensor, steps: int, t: Tensor | None = None,
                W_out: Tensor | None = None, pos: list[int] | None = None, s: Tensor | None = None) -> None:
     """Equations 1-2 in place in a :func:`state_buffer`: ``h_i`` into ``Z[i + 1]`` for ``i < steps``.
 
-    One matrix product and one ``tanh`` per step, both on ``[H, B]`` slices that stay in cache.
+    One matrix product and one ``tanh`` per step, both on ``[H, B]`` slices that stay in cache; the
+    product is taken with ``2 W`` (exact: a power of two), so that it yields ``2 t_i`` for
+    :func:`tanh_from_double_`; ``t`` gets ``0.5 (2 t_i)``, exactly ``t_i``.
     With ``t`` ``[steps, H, B]`` the pre-activations are copied there too (same arithmetic).
     With ``W_out`` (:func:`output_weights`), ``pos`` (per step: its index among the steps wanted,
     or -1) and ``s`` ``[S, K, B]``, equation 3 is run at the wanted steps only, while ``h_i`` is
@@ -86,15 +97,21 @@ def run_states(Z: Tensor, W: Tensor, steps: int, t: Tensor | None = None,
     ins = Z[:steps, :a + H].unbind(0)
     hs = Z[1:steps + 1, a:a + H].unbind(0)
     outs = Z[1:steps + 1, a - 1:a + H].unbind(0) if W_out is not None else None
-    mm = torch.mm
+    mm, W2 = torch.mm, W * 2  # 2 t_i for the sigmoid form of tanh (a power of two: exact)
     for i in range(steps):
         h_i = hs[i]
-        mm(W, ins[i], out=h_i)
+        mm(W2, ins[i], out=h_i)
         if t is not None:
-            t[i].copy_(h_i)
-        h_i.tanh_()
+            torch.mul(h_i, 0.5, out=t[i])
+        tanh_from_double_(h_i)
         if outs is not None and pos[i] >= 0:
             mm(W_out, outs[i], out=s[pos[i]])
+
+
+def tanh_from_double_(u: Tensor) -> Tensor:
+    """``tanh(u / 2)`` in place, as ``2 sigmoid(u) - 1`` (see the module docstring: about 3x faster
+    than ``torch.tanh`` on the CPU, absolute error <= 1.8e-7 in float32). Returns ``u``."""
+    return u.sigmoid_().mul_(2).sub_(1)
 
 
 def unroll(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
