@@ -203,3 +203,22 @@ def test_metrics_only_run_without_evaluations_writes_no_curves(tmp_path):
     assert not (out / "curves_addition.png").exists()
     assert "curves_addition: not written" in (out / "summary.md").read_text()
     assert json.loads((d / "metrics.jsonl").read_text().splitlines()[0])["iteration"] == 1
+
+
+def test_figure3_panels_share_the_lengths_and_mark_cells_not_run():
+    """Like the paper: every panel has the same T ticks; a length a problem was not run at is a
+    tick with "not run" in the failure panel, not a missing tick."""
+    cells = [Cell(task="addition", T=T, model="rnn", optimizer="hf", n_runs=1, n_solved=1, n_failed=0,
+                  mean_minibatches=1000.0, min_minibatches=1000.0, max_minibatches=1000.0, failure_rate=0.0)
+             for T in (30, 50, 100, 200)]
+    cells.append(Cell(task="xor", T=100, model="rnn", optimizer="hf", n_runs=0, n_solved=0, n_failed=0,
+                      mean_minibatches=float("nan"), min_minibatches=float("nan"), max_minibatches=float("nan"),
+                      failure_rate=float("nan")))
+    fig = figure3.figure(cells)
+    bottoms = [ax for ax in fig.axes if ax.get_xlabel() == "T"]
+    assert len(bottoms) == 2
+    for ax in bottoms:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["30", "50", "100", "200"]
+    xor_texts = sorted((t.get_position()[0], t.get_text()) for t in bottoms[1].texts)
+    assert xor_texts == [(0, "not run"), (1, "not run"), (2, "n/a"), (3, "not run")]
+    assert all(t.get_text() != "not run" for t in bottoms[0].texts)

@@ -137,10 +137,14 @@ def figure(cells: list[Cell], limit: float = 50_000.0) -> Figure | None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, n, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [2.2, 1]})
     width = 0.8 / len(series)
+    # Every panel on the same lengths, as in the paper: a length some problem was not run at is
+    # still a tick there, marked "not run", so panels line up and a gap reads as a gap.
+    Ts = sorted({c.T for c in cells})
+    xpos = {T: i for i, T in enumerate(Ts)}
     for j, task in enumerate(tasks):
         top, bottom = axes[0, j], axes[1, j]
-        Ts = sorted({c.T for c in cells if c.task == task})
-        xpos = {T: i for i, T in enumerate(Ts)}
+        for T in sorted(set(Ts) - {c.T for c in cells if c.task == task}):
+            bottom.text(xpos[T], 0.03, "not run", ha="center", va="bottom", fontsize=6, color="gray")
         for k, (model, opt) in enumerate(series):
             mine = [c for c in cells if c.task == task and c.optimizer == opt and c.model == model]
             if not mine:
