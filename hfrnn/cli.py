@@ -212,30 +212,37 @@ def _refuse_existing_run_dir(args: list[str]) -> str | None:
             f"or continue that run with resume={run_dir}")
 
 
-def _sweep_failures(started: float) -> tuple[int, list[tuple[Path, str]]]:
-    """The jobs of the multirun that just ended, and those that failed.
+def _sweep_outcomes(started: float) -> tuple[int, list[tuple[Path, str]], list[Path]]:
+    """The jobs of the multirun that just ended, those that failed (with their messages) and those
+    that ended ``interrupted``.
 
     Jobs run in this process are known directly; jobs a launcher ran elsewhere are found by the
     ``result.json`` files written in the sweep directory since ``started``.
     """
-    jobs = {d.resolve(): msg for d, msg in _JOBS}
+    import json
+
+    jobs: dict[Path, str | None] = {d.resolve(): msg for d, msg in _JOBS}
+    status: dict[Path, str | None] = {}
     try:
         sweep = Path(HydraConfig.get().sweep.dir) if HydraConfig.initialized() else None
     except Exception:
         sweep = None
     if sweep is not None and sweep.is_dir():
-        import json
-
         for res in sweep.glob("*/result.json"):
             try:
-                if res.stat().st_mtime < started or res.parent.resolve() in jobs:
+                if res.stat().st_mtime < started:
                     continue
                 r = json.loads(res.read_text())
             except (OSError, ValueError):
                 continue
             if isinstance(r, dict):
-                jobs[res.parent.resolve()] = (r.get("message") or "error") if r.get("status") == "error" else None
-    return len(jobs), [(d, m) for d, m in jobs.items() if m is not None]
+                d = res.parent.resolve()
+                status[d] = r.get("status")
+                if d not in jobs:
+                    jobs[d] = (r.get("message") or "error") if r.get("status") == "error" else None
+    failed = [(d, m) for d, m in jobs.items() if m is not None]
+    interrupted = [d for d in jobs if status.get(d) == "interrupted"]
+    return len(jobs), failed, interrupted
 
 
 # Hydra's flags that take a value (the next word), and those after which hfrnn checks nothing itself.
@@ -346,13 +353,14 @@ def main(argv: list[str] | None = None) -> int:
 
         with SweepParent() as parent:  # a signal lets the running jobs write their files (sweep_stop)
             train_app()
-        n, failed = _sweep_failures(started)
+        n, failed, interrupted = _sweep_outcomes(started)
         if failed:
             print(f"hfrnn train: error: {len(failed)} of {n} jobs failed:", file=sys.stderr)
             for d, msg in failed:
                 print(f"  {d}: {msg}", file=sys.stderr)
-        if parent.stopped:
-            print("hfrnn train: the sweep was stopped; the same command continues it", file=sys.stderr)
+        if parent.stopped or interrupted:  # also a job stopped by its own signal (a scheduler's SIGTERM)
+            what = f"{len(interrupted)} of {n} jobs were interrupted" if interrupted else "the sweep was stopped"
+            print(f"hfrnn train: {what}; the same command continues it", file=sys.stderr)
             return 130
         return 1 if failed else 0
     if cmd == "data":

@@ -209,7 +209,7 @@ def test_sweep_job_with_changed_setting_is_refused_in_one_line(tmp_path):
 
 # --- a parallel sweep (hydra/launcher=local2), stopped by a signal ----------------------------------------
 
-def _parallel_sweep_stopped(tmp_path, to_group: bool):
+def _parallel_sweep_stopped(tmp_path, to: str):
     """Start a 3-job sweep on two loky workers, signal it once both running jobs have written steps;
     returns (sweep dir, args, return code, stderr, the two running jobs' directories)."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -231,8 +231,12 @@ def _parallel_sweep_stopped(tmp_path, to_group: bool):
             time.sleep(0.05)
         else:
             pytest.fail("the sweep's jobs did not start")
-        if to_group:
+        if to == "whole-group":
             os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the parent and both workers
+        elif to == "workers-only":  # as a scheduler would signal the jobs, not the sweep
+            from hfrnn.train.sweep_stop import children
+            for pid in children(proc.pid):
+                os.kill(pid, signal.SIGTERM)
         else:
             proc.send_signal(signal.SIGINT)  # `kill -INT` of the parent alone
         _, err = proc.communicate(timeout=180)
@@ -242,12 +246,13 @@ def _parallel_sweep_stopped(tmp_path, to_group: bool):
     return sweep, args, proc.returncode, err, running
 
 
-@pytest.mark.parametrize("to_group", [False, True], ids=["parent-only", "whole-group"])
-def test_parallel_sweep_stopped_by_a_signal_keeps_every_run(tmp_path, to_group):
+@pytest.mark.parametrize("to", ["parent-only", "whole-group",
+                                pytest.param("workers-only", marks=pytest.mark.slow)])  # ~30 s each
+def test_parallel_sweep_stopped_by_a_signal_keeps_every_run(tmp_path, to):
     """The parent does not let joblib kill its workers: both running jobs finish their iteration and
     write their checkpoint and result, the queued job does not start, the sweep exits 130, and the
     same command continues every run without repeating a step."""
-    sweep, args, rc, err, running = _parallel_sweep_stopped(tmp_path, to_group)
+    sweep, args, rc, err, running = _parallel_sweep_stopped(tmp_path, to)
     assert rc == 130, err
     assert "the same command continues it" in err
     r = _results(sweep)
