@@ -642,3 +642,44 @@ def test_hf_step_record():
     for rho, out in [(-math.inf, "-inf"), (math.inf, "inf"), (math.nan, "nan"), (None, None), (-2.0, -2.0)]:
         info.rho = rho
         assert _clean(step_record(info))["rho"] == out
+
+
+class OverflowingBackward(RecordingQuadratic):
+    """The loss stays finite while the gradient is NaN at the given ``loss_and_grad`` calls (1-based):
+    BPTT overflowing in float32 at long T, where the forward pass saturates and does not."""
+
+    nan_calls: set = set()
+
+    def loss_and_grad(self, theta, batch, norm=None):
+        f, g = super().loss_and_grad(theta, batch, norm)
+        return (f, g * math.nan) if len(self.grads) in self.nan_calls else (f, g)
+
+
+def test_non_finite_gradient_after_an_accepted_step_takes_the_step_back():
+    """Rejecting without moving would meet the same overflow at every later iteration (a run then
+    ends 'diverged' with theta frozen, as 20-bit memorization at T = 200 did): the step that led
+    there is undone, bitwise, with lambda raised above the one it was taken with, once."""
+    theta = THETA0.clone()
+    backend = OverflowingBackward(G, GS, anchor=theta.clone())
+    backend.nan_calls = {2, 3}
+    hf = HessianFree(theta, backend, options(), LAM)
+    sampler = Sampler([vec(s) for s in range(1, 9)])
+    assert hf.step(sampler).accepted
+    assert not torch.equal(theta, THETA0)
+    lam1 = hf.damping
+    saved = hf.state_dict()  # a checkpoint here keeps the way back
+    assert torch.equal(saved["previous_theta"], THETA0) and saved["previous_damping"] == LAM
+    info = hf.step(sampler)
+    assert not info.accepted and info.reason == "non_finite_gradient_step_undone"
+    assert torch.equal(theta, THETA0)
+    assert isclose(hf.damping, 1.5 * max(lam1, LAM)) and hf.warm is None and hf.consecutive_rejections == 1
+    assert "previous_theta" not in hf.state_dict()
+    info = hf.step(sampler)  # NaN again, at THETA0: nothing left to undo, a plain rejection
+    assert info.reason == "non_finite_gradient" and torch.equal(theta, THETA0) and hf.consecutive_rejections == 2
+    assert hf.step(sampler).accepted
+
+    other = HessianFree(THETA0.clone(), RecordingQuadratic(G, GS), options(), LAM)
+    other.load_state_dict(saved)
+    assert torch.equal(other.previous[0], THETA0) and other.previous[1] == LAM
+    other.load_state_dict({k: v for k, v in saved.items() if not k.startswith("previous")})  # an 0.4 checkpoint
+    assert other.previous is None

@@ -12,7 +12,9 @@ One iteration at parameters ``theta`` with damping ``lambda``:
 
 The objective includes the L2 term ``wc/2 |theta|^2`` of the released code (``weight_cost``).
 Anything non-finite (loss, gradient, CG) rejects the step and raises lambda; it is recorded in
-:class:`HFStepInfo`, never applied.
+:class:`HFStepInfo`, never applied. A non-finite gradient right after an accepted step also takes
+that step back (``non_finite_gradient_step_undone``): the loss there was finite, but the
+gradient's backward pass overflowed, and rejecting without moving would reject forever.
 
 Work is counted in the paper's unit: one *minibatch* is 1,000 sequences through a gradient or a
 curvature product; forward-only evaluations are counted separately in the same unit.
@@ -195,6 +197,10 @@ class HessianFree:
         self.damping = float(initial_damping)
         self.warm: Tensor | None = None  # last CG solution (float64), None after a rejection
         self.consecutive_rejections = 0
+        # theta and lambda before the last accepted step, until the next gradient is known to be
+        # finite: a step can land where the loss is finite but BPTT overflows (float32, long T:
+        # errors grow like rho(W_hh)^T), and there theta would never move again (see step_on).
+        self.previous: tuple[Tensor, float] | None = None
 
     # -- the objective with the L2 term --------------------------------------------------------
     def _f(self, theta: Tensor, batch: Batch) -> float:
@@ -230,7 +236,14 @@ class HessianFree:
         f0, g = self._f_and_g(theta, g_batch)                                   # 1. gradient
         info = _new_info(lam, f0, g, g_batch)
         if not (math.isfinite(f0) and _finite(g)):
+            if self.previous is not None:  # the last step led here: take it back, as if rejected
+                theta_prev, lam_prev = self.previous
+                theta.copy_(theta_prev)
+                self.damping = max(self.damping, lam_prev)  # raised once more by _reject
+                self.previous = None
+                return self._reject(info, "non_finite_gradient_step_undone")
             return self._reject(info, "non_finite_gradient")
+        self.previous = None  # the gradient here is finite: the last step stands
         fc0 = self._prepare(c_batch, info)                                      # 2. curvature batch
         res = self._solve(g, lam, c_batch, info)                                # 3. CG
         if res.stop_reason == "non_finite" or not _finite(res.x):
@@ -246,6 +259,7 @@ class HessianFree:
         alpha, f_new = self._line_search(g_batch, f0, g, d, f_d if on_gradient else None, info)  # 6.
         if alpha is None:  # the LM update is not applied: a rejection raises lambda once instead
             return self._reject(info, "line_search_failed" if math.isfinite(f_new) else "non_finite_loss")
+        self.previous = (theta.clone(), lam)
         theta.add_((alpha * d).to(theta.dtype))
         self.damping = lam_next
         self.consecutive_rejections = 0
@@ -317,11 +331,18 @@ class HessianFree:
     # -- state (for checkpoints) ---------------------------------------------------------------
     def state_dict(self) -> dict:
         warm = None if self.warm is None else self.warm.detach().cpu().clone()
-        return {"damping": self.damping, "warm": warm, "consecutive_rejections": self.consecutive_rejections}
+        state = {"damping": self.damping, "warm": warm, "consecutive_rejections": self.consecutive_rejections}
+        if self.previous is not None:
+            state["previous_theta"] = self.previous[0].detach().cpu().clone()
+            state["previous_damping"] = self.previous[1]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.damping = float(state["damping"])
         warm = state["warm"]
         self.warm = None if warm is None else warm.to(device=self.theta.device, dtype=torch.float64)
         self.consecutive_rejections = int(state["consecutive_rejections"])
+        prev = state.get("previous_theta")  # absent in checkpoints before hfrnn 0.5
+        self.previous = None if prev is None else (prev.to(device=self.theta.device, dtype=self.theta.dtype),
+                                                   float(state["previous_damping"]))
 
