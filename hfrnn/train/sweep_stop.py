@@ -113,14 +113,11 @@ class SweepParent:
 
     def __init__(self, out=None) -> None:
         self.signals = 0
+        self.stopped = False  # set on leaving: a signal came, or a job asked for the stop
         self._dir: str | None = None
         self._old: dict = {}
         self._env: dict = {}
         self._out = out or sys.stderr
-
-    @property
-    def stopped(self) -> bool:
-        return self.signals > 0 or requested()
 
     def __enter__(self) -> "SweepParent":
         self._dir = tempfile.mkdtemp(prefix="hfrnn-sweep-")
@@ -167,7 +164,7 @@ class SweepParent:
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
-        self.signals = self.signals or int(requested())  # a worker may have asked (a Ctrl-C to the group)
+        self.stopped = self.signals > 0 or requested()  # a worker may have asked (a Ctrl-C to the group)
         for k, v in self._env.items():
             if v is None:
                 os.environ.pop(k, None)
