@@ -9,7 +9,7 @@ The public API (:mod:`hfrnn.api`, ``docs/api.md``)::
 The names below are loaded on first use, so ``import hfrnn`` stays light (the report and the
 data builders never load the optimisers).
 """
-__version__ = "0.5.0"
+__version__ = "0.5.1"
 
 __all__ = ["HessianFree", "HFOptions", "CGOptions", "DampingOptions", "StructuralOptions", "LineSearchOptions",
            "BatchOptions", "HFStepInfo", "Batch", "ConfigError", "__version__"]

@@ -1,0 +1,119 @@
+"""Benchmark: the fast backend's cache block (sequences per pass through the time loop).
+
+For each task, ``T`` and ``hidden``, in one process and interleaved round by round (so that every
+block size sees the same background load), the median over rounds of the product's time
+(structural weight ``w = 0.003``) over its floor of ``4 T`` matrix products ``[B, H] @ [H, H]`` and
+the gradient's over ``3 T``, for every block size in ``--blocks`` (``0`` = the automatic block of
+:func:`hfrnn.curvature.blocking.auto_block`; a block >= the batch = the whole batch in one pass).
+This is the measurement behind ``STEP_BYTES`` (``docs/performance.md``).
+
+    python benchmarks/bench_blocks.py [--T 100 200] [--hidden 100 300] [--tasks addition]
+        [--blocks 128 256 512 1000 0] [--rounds 7] [--out benchmarks/results/blocks.json]
+
+Writes ``--out`` (JSON) and the same path with ``.md``, with the command, date, threads and the
+load average before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_products import MU_LAMBDA, floor_problem  # noqa: E402
+
+from hfrnn.curvature.blocking import auto_block  # noqa: E402
+from hfrnn.curvature.rnn_fast import RNNFastCurvature  # noqa: E402
+
+
+def block_bench(task_name: str, T: int, hidden: int, batch: int, blocks: list[int], rounds: int) -> list[dict]:
+    task, layout, theta, b, v = floor_problem(task_name, T, hidden, batch)
+    backends = {n: RNNFastCurvature(layout, task.loss, block=n) for n in blocks}
+    ops = {}
+    for n, be in backends.items():
+        be.prepare(theta, b)
+        # bind be now: each lambda keeps its own backend (and its prepared cache)
+        ops[("product", n)] = (lambda be=be: be.product(v, MU_LAMBDA))
+        ops[("gradient", n)] = (lambda be=be: be.loss_and_grad(theta, b))
+    a, w, c = torch.randn(batch, hidden), torch.randn(hidden, hidden), torch.empty(batch, hidden)
+
+    def floor_1T():
+        for _ in range(T):
+            torch.mm(a, w, out=c)
+
+    ops = {("floor", 0): floor_1T, **ops}
+    times = {k: [] for k in ops}
+    for f in ops.values():
+        f()  # warm-up
+    for _ in range(rounds):
+        for k, f in ops.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    unit = times[("floor", 0)]
+    rows = []
+    for n in blocks:
+        eff = n or auto_block(T, hidden, theta.dtype, "cpu")
+        row = {"task": task_name, "T": T, "hidden": hidden, "batch": batch, "block": n,
+               "sequences_per_pass": -(-batch // -(-batch // eff)) if 0 < eff < batch else batch,
+               "threads": torch.get_num_threads(), "rounds": rounds,
+               "floor_1T_ms": 1e3 * statistics.median(unit)}
+        for op, k in (("product", 4), ("gradient", 3)):
+            row[f"{op}_ms"] = 1e3 * statistics.median(times[(op, n)])
+            row[f"{op}_x_floor"] = statistics.median(t / (k * u) for t, u in zip(times[(op, n)], unit))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| task | T | H | block (0 = auto) | sequences per pass | product (x 4T) | gradient (x 3T) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['T']} | {r['hidden']} | {r['block']} | {r['sequences_per_pass']} "
+                     f"| {r['product_x_floor']:.2f} | {r['gradient_x_floor']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--T", type=int, nargs="+", default=[100, 200])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[100, 300])
+    ap.add_argument("--tasks", nargs="+", default=["addition"])
+    ap.add_argument("--blocks", type=int, nargs="+", default=[128, 256, 512, 1000, 0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--out", default="benchmarks/results/blocks.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    load_before = os.getloadavg()
+    rows = []
+    for task_name in a.tasks:
+        for hidden in a.hidden:
+            for T in a.T:
+                for r in block_bench(task_name, T, hidden, a.batch, a.blocks, a.rounds):
+                    rows.append(r)
+                    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}),
+                          flush=True)
+    meta = {"command": "python " + " ".join(sys.argv), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": a.threads, "dtype": "float32", "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "note": "each ratio: median over rounds of (time / floor time in the same round)"}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    table = markdown(rows)
+    out.with_suffix(".md").write_text(f"<!-- {json.dumps(meta)} -->\n" + table)
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
