@@ -18,19 +18,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_products import MU_LAMBDA, floor_problem  # noqa: E402
+from bench_products import (
+    MU_LAMBDA,
+    floor_loop,
+    floor_problem,
+    interleaved,
+    run_meta,
+    write_results,
+)
 
-from hfrnn.curvature.blocking import auto_block  # noqa: E402
-from hfrnn.curvature.rnn_fast import RNNFastCurvature  # noqa: E402
+from hfrnn.curvature.blocking import auto_block
+from hfrnn.curvature.rnn_fast import RNNFastCurvature
 
 
 def block_bench(task_name: str, T: int, hidden: int, batch: int, blocks: list[int], rounds: int) -> list[dict]:
@@ -42,21 +47,7 @@ def block_bench(task_name: str, T: int, hidden: int, batch: int, blocks: list[in
         # bind be now: each lambda keeps its own backend (and its prepared cache)
         ops[("product", n)] = (lambda be=be: be.product(v, MU_LAMBDA))
         ops[("gradient", n)] = (lambda be=be: be.loss_and_grad(theta, b))
-    a, w, c = torch.randn(batch, hidden), torch.randn(hidden, hidden), torch.empty(batch, hidden)
-
-    def floor_1T():
-        for _ in range(T):
-            torch.mm(a, w, out=c)
-
-    ops = {("floor", 0): floor_1T, **ops}
-    times = {k: [] for k in ops}
-    for f in ops.values():
-        f()  # warm-up
-    for _ in range(rounds):
-        for k, f in ops.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+    times = interleaved({("floor", 0): floor_loop(T, hidden, batch), **ops}, rounds)
     unit = times[("floor", 0)]
     rows = []
     for n in blocks:
@@ -69,6 +60,7 @@ def block_bench(task_name: str, T: int, hidden: int, batch: int, blocks: list[in
             row[f"{op}_ms"] = 1e3 * statistics.median(times[(op, n)])
             row[f"{op}_x_floor"] = statistics.median(t / (k * u) for t, u in zip(times[(op, n)], unit))
         rows.append(row)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     return rows
 
 
@@ -94,26 +86,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     load_before = os.getloadavg()
-    rows = []
-    for task_name in a.tasks:
-        for hidden in a.hidden:
-            for T in a.T:
-                for r in block_bench(task_name, T, hidden, a.batch, a.blocks, a.rounds):
-                    rows.append(r)
-                    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}),
-                          flush=True)
-    meta = {"command": "python " + " ".join(sys.argv), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": a.threads, "dtype": "float32", "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "note": "each ratio: median over rounds of (time / floor time in the same round)"}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    table = markdown(rows)
-    out.with_suffix(".md").write_text(f"<!-- {json.dumps(meta)} -->\n" + table)
-    print("\n" + table)
-
+    rows = [r for task_name in a.tasks for hidden in a.hidden for T in a.T
+            for r in block_bench(task_name, T, hidden, a.batch, a.blocks, a.rounds)]
+    meta = run_meta(a.threads, load_before,
+                    note="each ratio: median over rounds of (time / floor time in the same round)")
+    write_results(a.out, meta, rows, markdown(rows))
 
 if __name__ == "__main__":
     main()

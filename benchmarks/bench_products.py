@@ -54,6 +54,47 @@ from hfrnn.tasks.pathological import make_task
 MU_LAMBDA = 0.003  # a typical structural weight lambda * mu
 
 
+def run_meta(threads: int, load_before: tuple, **extra) -> dict:
+    """What every results file records: the command, when, where, threads and the load around it."""
+    return {"command": "python " + " ".join(sys.argv), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "dtype": "float32",
+            **extra, "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
+def write_results(out: str | Path, meta: dict, rows: list[dict], table: str) -> None:
+    """``out`` (JSON: meta and rows) and the same path with ``.md`` (the table, meta in a comment)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    out.with_suffix(".md").write_text(f"<!-- {json.dumps(meta)} -->\n" + table)
+    print("\n" + table)
+
+
+def floor_loop(T: int, hidden: int, batch: int):
+    """The floor's unit: ``T`` products ``[B, H] @ [H, H]`` in a plain loop, into one output."""
+    a, w, c = torch.randn(batch, hidden), torch.randn(hidden, hidden), torch.empty(batch, hidden)
+
+    def floor_1T():
+        for _ in range(T):
+            torch.mm(a, w, out=c)
+    return floor_1T
+
+
+def interleaved(ops: dict, rounds: int) -> dict:
+    """Seconds per call of every op, ``rounds`` times, interleaved round by round after one
+    warm-up call each, so that every op sees the same background load."""
+    times = {k: [] for k in ops}
+    for f in ops.values():
+        f()
+    for _ in range(rounds):
+        for k, f in ops.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -324,21 +365,7 @@ def floor_bench(task_name: str, T: int, hidden: int, batch: int, rounds: int, pe
     hf_ops = hessianfree_ops(task, hidden, layout, theta, b) if peers else None
     if hf_ops:
         ops.update(hf_ops)
-    a, w, c = torch.randn(batch, hidden), torch.randn(hidden, hidden), torch.empty(batch, hidden)
-
-    def floor_1T():
-        for _ in range(T):
-            torch.mm(a, w, out=c)
-
-    ops = {"floor_1T": floor_1T, **ops}
-    times = {k: [] for k in ops}
-    for f in ops.values():
-        f()  # warm-up
-    for _ in range(rounds):
-        for k, f in ops.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+    times = interleaved({"floor_1T": floor_loop(T, hidden, batch), **ops}, rounds)
     unit = times["floor_1T"]
     k_of = dict(FLOOR_K, minimal_product=4, minimal_gradient=3, hessianfree_product=4, hessianfree_gradient=3)
     out = {"task": task_name, "T": T, "hidden": hidden, "batch": batch, "threads": torch.get_num_threads(),
@@ -413,19 +440,10 @@ def main() -> None:
         peer = getattr(hessianfree, "__version__", "installed")
     except ImportError:
         peer = None
-    meta = {"command": "python " + " ".join(sys.argv), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "platform": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": a.threads, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "dtype": "float32",
-            "hessianfree": peer, "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            "note": "each ratio: median over rounds of (time / floor time in the same round); "
-                    "floor = k T products [B, H] @ [H, H]"}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    table = floor_markdown(rows)
-    out.with_suffix(".md").write_text(f"<!-- {json.dumps(meta)} -->\n" + table)
-    print("\n" + table)
-
+    meta = run_meta(a.threads, load_before, hessianfree=peer,
+                    note="each ratio: median over rounds of (time / floor time in the same round); "
+                         "floor = k T products [B, H] @ [H, H]")
+    write_results(a.out, meta, rows, floor_markdown(rows))
 
 if __name__ == "__main__":
     main()
