@@ -277,7 +277,7 @@ class RNNFastCurvature:
 
     def _blocks(self, batch: Batch) -> list[Batch]:
         """``batch`` split into the blocks that one pass of the time loop handles (the automatic
-        size is evened out over the blocks: 1000 sequences in blocks of at most 512 run as 2 x 500)."""
+        size is evened out over the blocks: 2,000 sequences in blocks of at most 1,024 run as 2 x 1,000)."""
         T, B = batch.mask.shape
         n = self.block
         if not n:
