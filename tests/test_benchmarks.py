@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-bench_products = pytest.importorskip("bench_products")
-bench_blocks = pytest.importorskip("bench_blocks")
+from .benchmark_script import load
+
+bench_products = load("bench_products")
+bench_blocks = load("bench_blocks")
 
 
 def test_floor_bench_reports_every_operation_against_its_floor():

@@ -683,3 +683,26 @@ def test_non_finite_gradient_after_an_accepted_step_takes_the_step_back():
     assert torch.equal(other.previous[0], THETA0) and other.previous[1] == LAM
     other.load_state_dict({k: v for k, v in saved.items() if not k.startswith("previous")})  # an 0.4 checkpoint
     assert other.previous is None
+
+
+def test_a_step_is_not_taken_back_over_parameters_changed_since():
+    """The undo restores theta from before the last accepted step only while theta is still what
+    that step left: parameters the caller changed in between (a library user's edit, a loaded
+    state) are kept, and the overflow is a plain rejection."""
+    theta = THETA0.clone()
+    backend = OverflowingBackward(G, GS, anchor=theta.clone())
+    backend.nan_calls = {2}
+    hf = HessianFree(theta, backend, options(), LAM)
+    sampler = Sampler([vec(s) for s in range(1, 9)])
+    assert hf.step(sampler).accepted
+    theta.add_(1e-3)  # the caller moves the parameters
+    edited = theta.clone()
+    saved = hf.state_dict()
+    info = hf.step(sampler)
+    assert info.reason == "non_finite_gradient" and torch.equal(theta, edited) and hf.previous is None
+    # a checkpoint carries the check; one from 0.5.0 (no checksum) still undoes as before
+    other = HessianFree(edited.clone(), RecordingQuadratic(G, GS), options(), LAM)
+    other.load_state_dict(saved)
+    assert other.previous[2] == saved["previous_checksum"] is not None
+    other.load_state_dict({k: v for k, v in saved.items() if k != "previous_checksum"})
+    assert other.previous[2] is None

@@ -14,7 +14,8 @@ The objective includes the L2 term ``wc/2 |theta|^2`` of the released code (``we
 Anything non-finite (loss, gradient, CG) rejects the step and raises lambda; it is recorded in
 :class:`HFStepInfo`, never applied. A non-finite gradient right after an accepted step also takes
 that step back (``non_finite_gradient_step_undone``): the loss there was finite, but the
-gradient's backward pass overflowed, and rejecting without moving would reject forever.
+gradient's backward pass overflowed, and rejecting without moving would reject forever. Only a
+step that is still in place is taken back: parameters changed since (by the caller) stay.
 
 Work is counted in the paper's unit: one *minibatch* is 1,000 sequences through a gradient or a
 curvature product; forward-only evaluations are counted separately in the same unit.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -60,6 +62,11 @@ else:
     # (``hfrnn.config``), and OmegaConf 2.3 refuses a Literal annotation ("Unexpected type
     # annotation"). Enums would pass OmegaConf but make every Python user write Rho.undamped.
     _Curvature = _Rho = _RhoBatch = _HiddenNonlinearity = str
+
+
+def _checksum(theta: Tensor) -> int:
+    """CRC-32 of ``theta``'s bytes: whether the parameters are still those an accepted step left."""
+    return zlib.crc32(theta.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
 
 
 @dataclass
@@ -200,7 +207,9 @@ class HessianFree:
         # theta and lambda before the last accepted step, until the next gradient is known to be
         # finite: a step can land where the loss is finite but BPTT overflows (float32, long T:
         # errors grow like rho(W_hh)^T), and there theta would never move again (see step_on).
-        self.previous: tuple[Tensor, float] | None = None
+        # the way back from the last accepted step: (theta before it, its lambda, checksum of theta
+        # after it, None = not known); set by an accepted step, cleared by the next iteration
+        self.previous: tuple[Tensor, float, int | None] | None = None
 
     # -- the objective with the L2 term --------------------------------------------------------
     def _f(self, theta: Tensor, batch: Batch) -> float:
@@ -236,8 +245,11 @@ class HessianFree:
         f0, g = self._f_and_g(theta, g_batch)                                   # 1. gradient
         info = _new_info(lam, f0, g, g_batch)
         if not (math.isfinite(f0) and _finite(g)):
+            if self.previous is not None and self.previous[2] not in (None, _checksum(theta)):
+                log.warning("theta changed since the last accepted step: it is not taken back")
+                self.previous = None
             if self.previous is not None:  # the last step led here: take it back, as if rejected
-                theta_prev, lam_prev = self.previous
+                theta_prev, lam_prev, _ = self.previous
                 theta.copy_(theta_prev)
                 self.damping = max(self.damping, lam_prev)  # raised once more by _reject
                 self.previous = None
@@ -259,8 +271,9 @@ class HessianFree:
         alpha, f_new = self._line_search(g_batch, f0, g, d, f_d if on_gradient else None, info)  # 6.
         if alpha is None:  # the LM update is not applied: a rejection raises lambda once instead
             return self._reject(info, "line_search_failed" if math.isfinite(f_new) else "non_finite_loss")
-        self.previous = (theta.clone(), lam)
+        theta_before = theta.clone()
         theta.add_((alpha * d).to(theta.dtype))
+        self.previous = (theta_before, lam, _checksum(theta))
         self.damping = lam_next
         self.consecutive_rejections = 0
         info.accepted, info.step_size, info.loss_after = True, alpha, f_new
@@ -335,6 +348,7 @@ class HessianFree:
         if self.previous is not None:
             state["previous_theta"] = self.previous[0].detach().cpu().clone()
             state["previous_damping"] = self.previous[1]
+            state["previous_checksum"] = self.previous[2]
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -344,5 +358,6 @@ class HessianFree:
         self.consecutive_rejections = int(state["consecutive_rejections"])
         prev = state.get("previous_theta")  # absent in checkpoints before hfrnn 0.5
         self.previous = None if prev is None else (prev.to(device=self.theta.device, dtype=self.theta.dtype),
-                                                   float(state["previous_damping"]))
+                                                   float(state["previous_damping"]),
+                                                   state.get("previous_checksum"))  # None before 0.5.1
 
