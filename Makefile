@@ -48,7 +48,7 @@ $(MUTATE_STAMP): $(STAMP)
 	touch $(MUTATE_STAMP)
 
 .PHONY: mutate
-mutate: $(MUTATE_STAMP)  ## mutation testing of the HF optimizer's maths (mutmut, one worker: ~30 min)
+mutate: $(MUTATE_STAMP)  ## mutation testing of the HF optimizer's maths (mutmut, one worker: 6-35 min by load)
 	@mkdir -p mutants && printf '*\n' > mutants/.gitignore
 	$(BIN)/mutmut run --max-children 1
 	$(BIN)/mutmut results

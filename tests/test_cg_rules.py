@@ -261,6 +261,7 @@ def test_negative_curvature_after_progress_keeps_the_iterates_so_far():
 def test_non_finite_rhs_and_products():
     res = cg(lambda v: v, torch.tensor([1.0, math.nan], dtype=F64))
     assert res.stop_reason == "non_finite" and res.iterations == 0 and res.kept[0][0] == 0
+    assert res.warm_start_reset is False
     assert torch.equal(res.x, torch.zeros(2, dtype=F64))
     assert res.q_values[0] != res.q_values[0] or len(res.q_values) == 1
     res = cg(lambda v: v * math.inf, torch.ones(2, dtype=F64))

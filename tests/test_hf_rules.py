@@ -599,6 +599,17 @@ def test_load_state_dict_puts_warm_on_the_parameters_device_in_float64():
     assert hf.warm.dtype == torch.float64 and torch.equal(hf.warm, torch.ones(N, dtype=F64))
 
 
+def test_load_state_dict_puts_the_way_back_on_the_parameters_device_and_dtype():
+    """The undo point of a checkpoint (saved on the CPU) is restored as the parameters are kept:
+    copying it into theta must not change theta's device or dtype."""
+    state = {"damping": 1.0, "warm": None, "consecutive_rejections": 0, "previous_theta": torch.ones(N, dtype=F64),
+             "previous_damping": 0.5, "previous_checksum": 7}
+    hf = HessianFree(torch.zeros(N, device="meta", dtype=torch.float32), RecordingQuadratic(G, GS), options(), 1.0)
+    hf.load_state_dict(state)
+    assert hf.previous[0].device.type == "meta" and hf.previous[0].dtype == torch.float32
+    assert hf.previous[1:] == (0.5, 7)
+
+
 def test_step_on_given_batches_is_step_with_a_sampler():
     """``step(sample)`` draws the gradient batch, then the curvature batch, and runs ``step_on``;
     the public API passes its own batches to ``step_on``: the same iteration, bit for bit."""
@@ -685,7 +696,7 @@ def test_non_finite_gradient_after_an_accepted_step_takes_the_step_back():
     assert other.previous is None
 
 
-def test_a_step_is_not_taken_back_over_parameters_changed_since():
+def test_a_step_is_not_taken_back_over_parameters_changed_since(caplog):
     """The undo restores theta from before the last accepted step only while theta is still what
     that step left: parameters the caller changed in between (a library user's edit, a loaded
     state) are kept, and the overflow is a plain rejection."""
@@ -698,11 +709,42 @@ def test_a_step_is_not_taken_back_over_parameters_changed_since():
     theta.add_(1e-3)  # the caller moves the parameters
     edited = theta.clone()
     saved = hf.state_dict()
-    info = hf.step(sampler)
+    with caplog.at_level(logging.WARNING, logger="hfrnn.optim.hessian_free"):
+        info = hf.step(sampler)
     assert info.reason == "non_finite_gradient" and torch.equal(theta, edited) and hf.previous is None
+    assert "theta changed since the last accepted step: it is not taken back" in caplog.messages
     # a checkpoint carries the check; one from 0.5.0 (no checksum) still undoes as before
     other = HessianFree(edited.clone(), RecordingQuadratic(G, GS), options(), LAM)
     other.load_state_dict(saved)
     assert other.previous[2] == saved["previous_checksum"] is not None
     other.load_state_dict({k: v for k, v in saved.items() if k != "previous_checksum"})
     assert other.previous[2] is None
+
+
+class SwitchableCurvature(OverflowingBackward):
+    """Curvature products turn NaN while ``bad`` is set (CG then rejects the step)."""
+
+    bad = False
+
+    def product(self, v, structural_weight):
+        out = super().product(v, structural_weight)
+        return out * math.nan if self.bad else out
+
+
+def test_a_finite_gradient_confirms_the_last_step():
+    """Once an iteration has seen a finite gradient, the step before it stands for good: a later
+    overflow (after this iteration's own step was rejected) is a plain rejection, not an undo."""
+    theta = THETA0.clone()
+    backend = SwitchableCurvature(G, GS, anchor=theta.clone())
+    backend.nan_calls = {3}
+    hf = HessianFree(theta, backend, options(), LAM)
+    sampler = Sampler([vec(s) for s in range(1, 9)])
+    assert hf.step(sampler).accepted
+    backend.bad = True
+    info = hf.step(sampler)  # a finite gradient, then NaN products: rejected
+    assert info.reason == "non_finite_curvature" and hf.previous is None
+    assert "previous_theta" not in hf.state_dict()
+    backend.bad = False
+    kept = theta.clone()
+    info = hf.step(sampler)  # the gradient overflows: nothing to take back
+    assert info.reason == "non_finite_gradient" and torch.equal(theta, kept)
