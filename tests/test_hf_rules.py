@@ -696,16 +696,22 @@ def test_non_finite_gradient_after_an_accepted_step_takes_the_step_back():
     assert other.previous is None
 
 
+def after_one_accepted_step(backend_class, nan_calls):
+    """theta, backend (NaN gradients at ``nan_calls``), HF and sampler after one accepted step."""
+    theta = THETA0.clone()
+    backend = backend_class(G, GS, anchor=theta.clone())
+    backend.nan_calls = nan_calls
+    hf = HessianFree(theta, backend, options(), LAM)
+    sampler = Sampler([vec(s) for s in range(1, 9)])
+    assert hf.step(sampler).accepted
+    return theta, backend, hf, sampler
+
+
 def test_a_step_is_not_taken_back_over_parameters_changed_since(caplog):
     """The undo restores theta from before the last accepted step only while theta is still what
     that step left: parameters the caller changed in between (a library user's edit, a loaded
     state) are kept, and the overflow is a plain rejection."""
-    theta = THETA0.clone()
-    backend = OverflowingBackward(G, GS, anchor=theta.clone())
-    backend.nan_calls = {2}
-    hf = HessianFree(theta, backend, options(), LAM)
-    sampler = Sampler([vec(s) for s in range(1, 9)])
-    assert hf.step(sampler).accepted
+    theta, backend, hf, sampler = after_one_accepted_step(OverflowingBackward, nan_calls={2})
     theta.add_(1e-3)  # the caller moves the parameters
     edited = theta.clone()
     saved = hf.state_dict()
@@ -734,12 +740,7 @@ class SwitchableCurvature(OverflowingBackward):
 def test_a_finite_gradient_confirms_the_last_step():
     """Once an iteration has seen a finite gradient, the step before it stands for good: a later
     overflow (after this iteration's own step was rejected) is a plain rejection, not an undo."""
-    theta = THETA0.clone()
-    backend = SwitchableCurvature(G, GS, anchor=theta.clone())
-    backend.nan_calls = {3}
-    hf = HessianFree(theta, backend, options(), LAM)
-    sampler = Sampler([vec(s) for s in range(1, 9)])
-    assert hf.step(sampler).accepted
+    theta, backend, hf, sampler = after_one_accepted_step(SwitchableCurvature, nan_calls={3})
     backend.bad = True
     info = hf.step(sampler)  # a finite gradient, then NaN products: rejected
     assert info.reason == "non_finite_curvature" and hf.previous is None
