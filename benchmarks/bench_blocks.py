@@ -4,7 +4,8 @@ For each task, ``T`` and ``hidden``, in one process and interleaved round by rou
 block size sees the same background load), the median over rounds of the product's time
 (structural weight ``w = 0.003``) over its floor of ``4 T`` matrix products ``[B, H] @ [H, H]`` and
 the gradient's over ``3 T``, for every block size in ``--blocks`` (``0`` = the automatic block of
-:func:`hfrnn.curvature.blocking.auto_block`; a block >= the batch = the whole batch in one pass).
+:func:`hfrnn.curvature.blocking.auto_block`, whose size is evened out over the passes; an explicit
+block is kept as given, the last pass taking the rest; a block >= the batch = the whole batch in one pass).
 This is the measurement behind ``STEP_BYTES`` (``docs/performance.md``).
 
     python benchmarks/bench_blocks.py [--T 100 200] [--hidden 100 300] [--tasks addition]
@@ -34,7 +35,6 @@ from bench_products import (
     write_results,
 )
 
-from hfrnn.curvature.blocking import auto_block
 from hfrnn.curvature.rnn_fast import RNNFastCurvature
 
 
@@ -51,9 +51,9 @@ def block_bench(task_name: str, T: int, hidden: int, batch: int, blocks: list[in
     unit = times[("floor", 0)]
     rows = []
     for n in blocks:
-        eff = n or auto_block(T, hidden, theta.dtype, "cpu")
+        passes = [part.size for part in backends[n]._blocks(b)]  # the backend's own split
         row = {"task": task_name, "T": T, "hidden": hidden, "batch": batch, "block": n,
-               "sequences_per_pass": -(-batch // -(-batch // eff)) if 0 < eff < batch else batch,
+               "sequences_per_pass": max(passes), "passes": passes,
                "threads": torch.get_num_threads(), "rounds": rounds,
                "floor_1T_ms": 1e3 * statistics.median(unit)}
         for op, k in (("product", 4), ("gradient", 3)):

@@ -31,8 +31,9 @@ def test_block_bench_times_each_block_and_the_automatic_one(tmp_path, monkeypatc
     bench_blocks.main()
     data = json.loads(out.read_text())
     assert [r["block"] for r in data["rows"]] == [7, 30, 0]
-    # 30 sequences in blocks of at most 7 run as 5 x 6; 0 = automatic = the whole batch at H = 8
-    assert [r["sequences_per_pass"] for r in data["rows"]] == [6, 30, 30]
+    # an explicit block of 7 is kept (4 x 7 + 2); 0 = automatic = the whole batch at H = 8
+    assert [r["passes"] for r in data["rows"]] == [[7, 7, 7, 7, 2], [30], [30]]
+    assert [r["sequences_per_pass"] for r in data["rows"]] == [7, 30, 30]
     assert all(r["product_x_floor"] > 0 and r["gradient_x_floor"] > 0 for r in data["rows"])
     assert data["meta"]["threads"] == torch.get_num_threads()
     assert out.with_suffix(".md").read_text().count("| addition |") == 3

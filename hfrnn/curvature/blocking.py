@@ -12,7 +12,7 @@ Measured on this project's 2-core AMD EPYC VM on an idle machine (float32, one t
 or ``3 T`` (gradient) ``[B, H] @ [H, H]`` products; ``benchmarks/bench_blocks.py``, results in
 ``benchmarks/results/blocks_idle.md``)::
 
-    sequences per pass                    125    250    500   1000
+    block (sequences per pass)            128    256    512   1000
     product,  T = 100, H = 100 (x floor)  1.40   1.35   1.20   1.12
     gradient, T = 100, H = 100            1.50   1.36   1.24   1.16
     product,  T = 200, H = 100            1.41   1.31   1.26   1.18

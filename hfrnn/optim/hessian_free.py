@@ -206,9 +206,9 @@ class HessianFree:
         self.consecutive_rejections = 0
         # theta and lambda before the last accepted step, until the next gradient is known to be
         # finite: a step can land where the loss is finite but BPTT overflows (float32, long T:
-        # errors grow like rho(W_hh)^T), and there theta would never move again (see step_on).
-        # the way back from the last accepted step: (theta before it, its lambda, checksum of theta
-        # after it, None = not known); set by an accepted step, cleared by the next iteration
+        # errors grow like rho(W_hh)^T), and there theta would never move again (see step_on). The
+        # third item is the CRC of theta after the step (None: unknown, a 0.5.0 checkpoint), so
+        # that parameters changed since by the caller are never overwritten.
         self.previous: tuple[Tensor, float, int | None] | None = None
 
     # -- the objective with the L2 term --------------------------------------------------------
